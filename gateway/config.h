@@ -1,0 +1,38 @@
+/* reelway's configuration: flags, then environment, then defaults. Private to
+ * the gateway. */
+#ifndef REELWAY_GATEWAY_CONFIG_H
+#define REELWAY_GATEWAY_CONFIG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "reelway/http.h"
+
+typedef struct rw_config_s {
+    char host[256];          /**< REELWAY_HOST / --host, default 127.0.0.1 */
+    int port;                /**< REELWAY_PORT / --port, default 3000 (0 = any free port) */
+    char data_dir[4096];     /**< REELWAY_DATA_DIR / --data-dir, default ./.reelway */
+    char mongodb_uri[2048];  /**< MONGODB_URI / --mongodb-uri; empty = local FerretDB */
+    char template_path[4096]; /**< REELWAY_TEMPLATE / --template; empty = none */
+    int workers;             /**< REELWAY_WORKERS / --workers, default: number of cores */
+    char admin_key[256];     /**< REELWAY_ADMIN_KEY: protects the admin and invoke APIs */
+    char port_file[4096];    /**< --port-file: write the bound port there once listening */
+    bool access_log;         /**< REELWAY_ACCESS_LOG=0 turns the access log off */
+    rw_http_limits_t limits; /**< REELWAY_MAX_CONNECTIONS, REELWAY_HEADER_TIMEOUT_MS, ... */
+} rw_config_t;
+
+/**
+ * Fills cfg from argv (after the subcommand), the environment and defaults.
+ * Returns 0, or RW_ECONFIG after printing the reason to err.
+ */
+int rw_config_load(rw_config_t *cfg, int argc, char **argv, FILE *err);
+
+/** Prints the effective configuration once, secrets masked. */
+void rw_config_print(const rw_config_t *cfg, const char *db_uri, FILE *out);
+
+/**
+ * Copies uri into out with any password replaced by "****".
+ */
+void rw_config_mask_uri(const char *uri, char *out, size_t len);
+
+#endif

@@ -1,0 +1,261 @@
+/* One gateway per worker: its HTTP server, its database pool, and the request
+ * handler that sends each request where it belongs. */
+#include "internal.h"
+
+#include "reelway/error.h"
+
+#include <cJSON.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void handle_request(rw_http_req_t *req, void *arg)
+{
+    rw_gateway_t *gw = arg;
+    if (req->path_len == 9 && memcmp(req->path, "/_/health", 9) == 0) {
+        if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+            rw_http_header_t allow = {"Allow", 5, "GET, HEAD", 9};
+            rw_http_respond_error(req, 405, "Method Not Allowed", "use GET", &allow, 1);
+            return;
+        }
+        rw__gateway_health(gw, req);
+        return;
+    }
+    rw_http_respond_error(req, 404, "Not Found", "no route matches this path", NULL, 0);
+}
+
+int rw_gateway_start(uv_loop_t *loop, const rw_config_t *cfg, const char *db_uri, int listen_fd,
+                     rw_gateway_t **out)
+{
+    rw_gateway_t *gw = calloc(1, sizeof *gw);
+    if (!gw)
+        return UV_ENOMEM;
+    gw->loop = loop;
+    gw->cfg = *cfg;
+    snprintf(gw->db_uri, sizeof gw->db_uri, "%s", db_uri);
+    bson_error_t error;
+    gw->mongo_uri = mongoc_uri_new_with_error(db_uri, &error);
+    int rc;
+    if (!gw->mongo_uri) {
+        fprintf(stderr, "reelway: invalid MongoDB URI: %s\n", error.message);
+        rc = RW_ECONFIG;
+        goto fail;
+    }
+    /* A request must not wait 30 s (the driver's default) for a dead database:
+     * fail fast unless the operator chose otherwise in the URI. */
+    if (!mongoc_uri_has_option(gw->mongo_uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(gw->mongo_uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 3000);
+    if (!mongoc_uri_has_option(gw->mongo_uri, MONGOC_URI_CONNECTTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(gw->mongo_uri, MONGOC_URI_CONNECTTIMEOUTMS, 3000);
+    gw->pool = mongoc_client_pool_new_with_error(gw->mongo_uri, &error);
+    if (!gw->pool) {
+        fprintf(stderr, "reelway: cannot create the database pool: %s\n", error.message);
+        rc = RW_EDB;
+        goto fail;
+    }
+    mongoc_client_pool_set_error_api(gw->pool, MONGOC_ERROR_API_VERSION_2);
+    gw->http = rw_http_server_new(loop, &cfg->limits, handle_request, gw);
+    if (!gw->http) {
+        rc = UV_ENOMEM;
+        goto fail;
+    }
+    if (listen_fd >= 0)
+        rc = rw_http_server_listen_fd(gw->http, listen_fd);
+    else
+        rc = rw_http_server_listen(gw->http, cfg->host, cfg->port, true);
+    if (rc < 0) {
+        fprintf(stderr, "reelway: cannot listen on %s:%d: %s\n", cfg->host, cfg->port,
+                rw_strerror(rc));
+        goto fail;
+    }
+    *out = gw;
+    return 0;
+fail:
+    if (gw->http) {
+        rw_http_server_shutdown(gw->http, NULL, NULL);
+        gw->http = NULL;
+    }
+    if (gw->pool)
+        mongoc_client_pool_destroy(gw->pool);
+    if (gw->mongo_uri)
+        mongoc_uri_destroy(gw->mongo_uri);
+    free(gw);
+    return rc;
+}
+
+int rw_gateway_port(const rw_gateway_t *gw)
+{
+    return rw_http_server_port(gw->http);
+}
+
+static void gateway_free(rw_gateway_t *gw)
+{
+    void (*done)(void *) = gw->stop_done;
+    void *arg = gw->stop_arg;
+    mongoc_client_pool_destroy(gw->pool);
+    mongoc_uri_destroy(gw->mongo_uri);
+    free(gw);
+    if (done)
+        done(arg);
+}
+
+static void on_http_stopped(void *arg)
+{
+    rw_gateway_t *gw = arg;
+    gw->http = NULL;
+    if (gw->pending_work == 0)
+        gateway_free(gw);
+    /* else the last threadpool job frees it (see rw__gateway_work_done) */
+}
+
+void rw_gateway_stop(rw_gateway_t *gw, void (*done)(void *arg), void *arg)
+{
+    if (gw->stopping)
+        return;
+    gw->stopping = true;
+    gw->stop_done = done;
+    gw->stop_arg = arg;
+    rw_http_server_shutdown(gw->http, on_http_stopped, gw);
+}
+
+/* ---- health ------------------------------------------------------------- */
+
+typedef struct {
+    uv_work_t work;
+    rw_gateway_t *gw;
+    rw_http_req_t *req;
+    int rc;
+    char reason[256];
+} health_job_t;
+
+static void do_ping(uv_work_t *w)
+{
+    health_job_t *job = w->data;
+    mongoc_client_t *client = mongoc_client_pool_try_pop(job->gw->pool);
+    if (!client)
+        client = mongoc_client_pool_pop(job->gw->pool);
+    bson_t cmd = BSON_INITIALIZER;
+    BSON_APPEND_INT32(&cmd, "ping", 1);
+    bson_error_t error;
+    bool ok = mongoc_client_command_simple(client, "admin", &cmd, NULL, NULL, &error);
+    bson_destroy(&cmd);
+    mongoc_client_pool_push(job->gw->pool, client);
+    job->rc = ok ? 0 : RW_EDB;
+    if (!ok)
+        snprintf(job->reason, sizeof job->reason, "%s", error.message);
+}
+
+static void after_ping(uv_work_t *w, int status)
+{
+    health_job_t *job = w->data;
+    rw_gateway_t *gw = job->gw;
+    gw->pending_work--;
+    rw_http_header_t hs[] = {{"Content-Type", 12, "application/json", 16},
+                             {"Cache-Control", 13, "no-store", 8}};
+    if (status == 0 && job->rc == 0) {
+        static const char ok[] = "{\"status\":\"ok\",\"db\":\"ok\"}";
+        rw_http_respond(job->req, 200, hs, 2, ok, sizeof ok - 1);
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "status", "error");
+        cJSON_AddStringToObject(o, "db", "down");
+        cJSON_AddStringToObject(o, "reason",
+                                job->reason[0] ? job->reason : "the database check did not run");
+        char *body = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (body)
+            rw_http_respond(job->req, 503, hs, 2, body, strlen(body));
+        else
+            rw_http_respond_error(job->req, 503, "Service Unavailable", "out of memory", NULL, 0);
+        cJSON_free(body);
+    }
+    free(job);
+    if (gw->stopping && !gw->http && gw->pending_work == 0)
+        gateway_free(gw);
+}
+
+void rw__gateway_health(rw_gateway_t *gw, rw_http_req_t *req)
+{
+    health_job_t *job = calloc(1, sizeof *job);
+    if (!job) {
+        rw_http_respond_error(req, 503, "Service Unavailable", "out of memory", NULL, 0);
+        return;
+    }
+    job->gw = gw;
+    job->req = req;
+    job->work.data = job;
+    if (uv_queue_work(gw->loop, &job->work, do_ping, after_ping) != 0) {
+        free(job);
+        rw_http_respond_error(req, 503, "Service Unavailable", "cannot queue the check", NULL,
+                              0);
+        return;
+    }
+    gw->pending_work++;
+}
+
+/* ---- a worker's life ---------------------------------------------------- */
+
+typedef struct {
+    rw_gateway_t *gw;
+    uv_signal_t sigterm, sigint;
+    bool stopping;
+} worker_t;
+
+static void on_gateway_stopped(void *arg)
+{
+    worker_t *w = arg;
+    w->gw = NULL;
+    uv_close((uv_handle_t *)&w->sigterm, NULL);
+    uv_close((uv_handle_t *)&w->sigint, NULL);
+}
+
+static void on_stop_signal(uv_signal_t *s, int signum)
+{
+    worker_t *w = s->data;
+    if (w->stopping)
+        return;
+    w->stopping = true;
+    rw_gateway_stop(w->gw, on_gateway_stopped, w);
+}
+
+static void on_walk_report(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        fprintf(stderr, "reelway: handle of type %s still open at exit\n",
+                uv_handle_type_name(h->type));
+}
+
+int rw_gateway_run_worker(const rw_config_t *cfg, const char *db_uri, int listen_fd, int ready_fd)
+{
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) != 0)
+        return 1;
+    worker_t w = {0};
+    int rc = rw_gateway_start(&loop, cfg, db_uri, listen_fd, &w.gw);
+    if (rc != 0) {
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+        return 1;
+    }
+    uv_signal_init(&loop, &w.sigterm);
+    uv_signal_init(&loop, &w.sigint);
+    w.sigterm.data = w.sigint.data = &w;
+    uv_signal_start(&w.sigterm, on_stop_signal, SIGTERM);
+    uv_signal_start(&w.sigint, on_stop_signal, SIGINT);
+    if (ready_fd >= 0) {
+        char port[16];
+        int n = snprintf(port, sizeof port, "%d\n", rw_gateway_port(w.gw));
+        if (write(ready_fd, port, (size_t)n) != n)
+            fprintf(stderr, "reelway: cannot report readiness\n");
+        close(ready_fd);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    int status = 0;
+    if (uv_loop_close(&loop) != 0) {
+        uv_walk(&loop, on_walk_report, NULL);
+        status = 1;
+    }
+    return status;
+}
