@@ -49,6 +49,7 @@ enum {
     T_DRAIN = 1u << 4,
     T_FINISH = 1u << 5,
     T_CLOSE = 1u << 6,
+    T_FINAL = 1u << 7,
 };
 
 typedef struct rw__sched_s rw__sched_t;

@@ -529,7 +529,15 @@ int rw_writable_end(rw_stream_t *s)
     return 0;
 }
 
+/* Final runs deferred, as in Node: never inside the end() that allowed it. */
 static void maybe_final(rw_stream_t *s)
+{
+    if ((s->flags & (W_ENDING | W_FINAL_CALLED | W_WRITING | S_DESTROYED)) == W_ENDING &&
+        s->wq.count == 0)
+        schedule(s, T_FINAL);
+}
+
+static void do_final(rw_stream_t *s)
 {
     uint32_t f = s->flags;
     if ((f & (W_ENDING | W_FINAL_CALLED | W_WRITING | S_DESTROYED)) != W_ENDING ||
@@ -675,6 +683,8 @@ void rw__stream_process(rw_stream_t *s)
             emit_end(s);
         if (what & T_DRAIN)
             emit_drain(s);
+        if (what & T_FINAL)
+            do_final(s);
         if (what & T_FINISH)
             emit_finish(s);
     }
