@@ -705,6 +705,8 @@ void rw__stream_process(rw_stream_t *s)
         (S_CLOSE_EMITTED | S_CLOSING)) {
         s->flags |= S_CLOSE_DONE;
         rw__sched_live(s->sched, -1);
+        if (s->impl->close != NULL)
+            s->impl->close(s);
         if (s->close_cb != NULL)
             s->close_cb(s); /* last: s may be freed by it */
     }

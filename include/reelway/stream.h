@@ -216,6 +216,12 @@ typedef struct rw_stream_impl_s {
      * items need no freeing.
      */
     void (*free_obj)(rw_stream_t *s, void *obj);
+    /**
+     * Optional: the stream is closing (rw_stream_close), just before its
+     * close_cb. Frees what had to outlive destroy because the user may still
+     * read it (a decoder's trailers).
+     */
+    void (*close)(rw_stream_t *s);
 } rw_stream_impl_t;
 
 /** Options at init. Zero-initialise and set what you need. */
@@ -747,7 +753,7 @@ typedef struct rw_ndjson_framer_s {
     /* private */
     rw_ndjson_codec_t codec;
     char *line;
-    size_t line_len, max_line;
+    size_t line_len, line_cap, max_line;
 } rw_ndjson_framer_t;
 
 /** max_line 0 means 1 MiB. codec and opts may be NULL. Objects out (forced). */
@@ -821,6 +827,7 @@ typedef struct rw_gzip_s {
     /* private */
     void *z;
     rw_buf_t *out;
+    size_t out_start;
     bool sync_flush;
 } rw_gzip_t;
 
