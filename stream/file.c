@@ -83,10 +83,15 @@ static void on_fr_read(uv_fs_t *req)
         rw_buf_unref(buf);
         /* Read ahead before handing the chunk on, so the disk works while the
          * consumer does; only when asked, which bounds us to HWM + one chunk. */
-        if (f->want)
+        bool at_end = f->end >= 0 && f->pos >= f->end;
+        if (f->want && !at_end)
             fr_start(f);
         f->want = false;
         rw_readable_push(s, c);
+        if (at_end && !rw_stream_destroyed(s)) {
+            f->eof = true;
+            rw_readable_end(s);
+        }
     }
     rw_stream_unref(s);
 }
