@@ -478,9 +478,6 @@ int rw_writable_write(rw_stream_t *s, rw_chunk_t chunk)
         return s->wlen < s->whwm;
     }
     s->wlen += n;
-    int ret = s->wlen < s->whwm;
-    if (!ret)
-        s->flags |= W_NEED_DRAIN;
     if ((s->flags & W_WRITING) || s->wq.count > 0) {
         int err = q_push(&s->wq, chunk);
         if (err != 0) {
@@ -490,9 +487,15 @@ int rw_writable_write(rw_stream_t *s, rw_chunk_t chunk)
             return err;
         }
     } else {
+        /* Node decides before _write runs; deciding after lets a write that
+         * completed at once (a synchronous sink, a transform whose output
+         * flowed on) say "go on" instead of forcing a drain round trip. */
         start_writes(s, chunk);
     }
-    return ret;
+    if (s->wlen < s->whwm)
+        return 1;
+    s->flags |= W_NEED_DRAIN;
+    return 0;
 }
 
 void rw_writable_write_done(rw_stream_t *s, int err)
