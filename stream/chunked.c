@@ -6,15 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static rw_stream_opts_t bytes_opts(const rw_stream_opts_t *opts)
-{
-    rw_stream_opts_t o = {0};
-    if (opts != NULL)
-        o = *opts;
-    o.readable_objects = o.writable_objects = false;
-    return o;
-}
-
 /* ---- encoder ---- */
 
 /* Size lines are carved from 4 KiB arenas, so framing a chunk costs no
@@ -84,7 +75,7 @@ static const rw_stream_impl_t enc_impl = {
 
 int rw_chunked_encoder_init(uv_loop_t *loop, rw_chunked_encoder_t *e, const rw_stream_opts_t *opts)
 {
-    rw_stream_opts_t o = bytes_opts(opts);
+    rw_stream_opts_t o = rw__bytes_opts(opts);
     int err = rw_transform_init(loop, &e->stream, &enc_impl, &o);
     if (err == 0) {
         e->arena = NULL;
@@ -134,16 +125,16 @@ int rw_chunked_encoder_trailer(rw_chunked_encoder_t *e, const char *name, const 
 /* ---- decoder ---- */
 
 enum {
-    D_SIZE,      /* hex digits of a chunk size */
-    D_EXT,       /* after the size: whitespace / chunk extensions up to CR */
-    D_SIZE_LF,   /* CR seen at the end of the size line */
-    D_DATA,      /* chunk data */
-    D_DATA_CR,   /* CRLF after the data */
+    D_SIZE,    /* hex digits of a chunk size */
+    D_EXT,     /* after the size: whitespace / chunk extensions up to CR */
+    D_SIZE_LF, /* CR seen at the end of the size line */
+    D_DATA,    /* chunk data */
+    D_DATA_CR, /* CRLF after the data */
     D_DATA_LF,
-    D_TRAILER,   /* start of a trailer line (or of the final empty line) */
+    D_TRAILER,    /* start of a trailer line (or of the final empty line) */
     D_TRAILER_IN, /* inside a trailer line */
     D_TRAILER_LF,
-    D_END_LF,    /* CR of the final empty line seen */
+    D_END_LF, /* CR of the final empty line seen */
     D_DONE,
 };
 
@@ -254,14 +245,18 @@ static int dec_feed(rw_chunked_decoder_t *d, const rw_chunk_t *c)
             }
             if (ch == ' ' || ch == '\t' || ch == ':')
                 return RW_ECHUNK; /* obsolete line folding or an empty name */
-            d->in_ext = false;     /* "seen the colon" for this line */
+            d->in_ext = false;    /* "seen the colon" for this line */
             d->state = D_TRAILER_IN;
             break;
         case D_TRAILER_IN: {
-            size_t start = i;
+            /* Byte by byte, validity before size, so that where the input
+             * was cut never changes which error comes out. */
+            size_t start = i, room = d->max_trailers - d->trailers_len;
             while (i < n && p[i] != '\r') {
                 if ((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f)
                     return RW_ECHUNK;
+                if (i - start == room)
+                    return RW_ELIMIT;
                 if (p[i] == ':')
                     d->in_ext = true;
                 i++;
@@ -293,7 +288,7 @@ static int dec_feed(rw_chunked_decoder_t *d, const rw_chunk_t *c)
             d->state = D_DONE;
             i++;
             break;
-        default: /* D_DONE */
+        default:              /* D_DONE */
             return RW_ECHUNK; /* bytes after the end of the body */
         }
     }
@@ -328,7 +323,7 @@ static const rw_stream_impl_t dec_impl = {
 int rw_chunked_decoder_init(uv_loop_t *loop, rw_chunked_decoder_t *d, size_t max_trailers,
                             const rw_stream_opts_t *opts)
 {
-    rw_stream_opts_t o = bytes_opts(opts);
+    rw_stream_opts_t o = rw__bytes_opts(opts);
     int err = rw_transform_init(loop, &d->stream, &dec_impl, &o);
     if (err == 0) {
         d->remaining = 0;

@@ -6,15 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static rw_stream_opts_t bytes_opts(const rw_stream_opts_t *opts)
-{
-    rw_stream_opts_t o = {0};
-    if (opts != NULL)
-        o = *opts;
-    o.readable_objects = o.writable_objects = false;
-    return o;
-}
-
 /* ---- readable ---- */
 
 static void fr_start(rw_file_readable_t *f);
@@ -156,12 +147,10 @@ static void fr_close(rw_stream_t *s)
     f->path = NULL;
 }
 
-static const rw_stream_impl_t fr_impl = {
-    .read = fr_read, .destroy = fr_destroy, .close = fr_close};
+static const rw_stream_impl_t fr_impl = {.read = fr_read, .destroy = fr_destroy, .close = fr_close};
 
 static int fr_init(uv_loop_t *loop, rw_file_readable_t *f, const char *path, uv_file fd,
-                   int64_t offset, int64_t length, size_t chunk_size,
-                   const rw_stream_opts_t *opts)
+                   int64_t offset, int64_t length, size_t chunk_size, const rw_stream_opts_t *opts)
 {
     if (offset < 0 || length < -1 || (length >= 0 && offset > INT64_MAX - length) ||
         chunk_size > UINT32_MAX)
@@ -169,7 +158,7 @@ static int fr_init(uv_loop_t *loop, rw_file_readable_t *f, const char *path, uv_
     char *p = NULL;
     if (path != NULL && (p = strdup(path)) == NULL)
         return UV_ENOMEM;
-    rw_stream_opts_t o = bytes_opts(opts);
+    rw_stream_opts_t o = rw__bytes_opts(opts);
     int err = rw_readable_init(loop, &f->stream, &fr_impl, &o);
     if (err != 0) {
         free(p);
@@ -186,9 +175,8 @@ static int fr_init(uv_loop_t *loop, rw_file_readable_t *f, const char *path, uv_
     return 0;
 }
 
-int rw_file_readable_open(uv_loop_t *loop, rw_file_readable_t *f, const char *path,
-                          int64_t offset, int64_t length, size_t chunk_size,
-                          const rw_stream_opts_t *opts)
+int rw_file_readable_open(uv_loop_t *loop, rw_file_readable_t *f, const char *path, int64_t offset,
+                          int64_t length, size_t chunk_size, const rw_stream_opts_t *opts)
 {
     if (path == NULL)
         return UV_EINVAL;
@@ -348,7 +336,7 @@ static int fw_init(uv_loop_t *loop, rw_file_writable_t *f, const char *path, int
     char *p = NULL;
     if (path != NULL && (p = strdup(path)) == NULL)
         return UV_ENOMEM;
-    rw_stream_opts_t o = bytes_opts(opts);
+    rw_stream_opts_t o = rw__bytes_opts(opts);
     int err = rw_writable_init(loop, &f->stream, &fw_impl, &o);
     if (err != 0) {
         free(p);

@@ -6,15 +6,6 @@
 #include <stdlib.h>
 #include <zlib.h>
 
-static rw_stream_opts_t bytes_opts(const rw_stream_opts_t *opts)
-{
-    rw_stream_opts_t o = {0};
-    if (opts != NULL)
-        o = *opts;
-    o.readable_objects = o.writable_objects = false;
-    return o;
-}
-
 /* ---- byte limit ---- */
 
 static void limit_write(rw_stream_t *s, rw_chunk_t c)
@@ -34,7 +25,7 @@ static const rw_stream_impl_t limit_impl = {.write = limit_write};
 
 int rw_limit_init(uv_loop_t *loop, rw_limit_t *l, uint64_t limit, const rw_stream_opts_t *opts)
 {
-    rw_stream_opts_t o = bytes_opts(opts);
+    rw_stream_opts_t o = rw__bytes_opts(opts);
     int err = rw_transform_init(loop, &l->stream, &limit_impl, &o);
     if (err == 0) {
         l->limit = limit;
@@ -88,7 +79,7 @@ int rw_sha256_init(uv_loop_t *loop, rw_sha256_t *h, const rw_stream_opts_t *opts
         EVP_MD_CTX_free(md);
         return RW_ECRYPTO;
     }
-    rw_stream_opts_t o = bytes_opts(opts);
+    rw_stream_opts_t o = rw__bytes_opts(opts);
     int err = rw_transform_init(loop, &h->stream, &sha_impl, &o);
     if (err != 0) {
         EVP_MD_CTX_free(md);
@@ -170,7 +161,8 @@ static void gzip_write(rw_stream_t *s, rw_chunk_t c)
     z_stream *z = g->z;
     z->next_in = (Bytef *)c.base;
     z->avail_in = (uInt)c.len; /* chunks above 4 GiB are not a thing here */
-    int err = c.len > UINT32_MAX ? UV_EINVAL : gzip_run(g, g->sync_flush ? Z_SYNC_FLUSH : Z_NO_FLUSH);
+    int err =
+        c.len > UINT32_MAX ? UV_EINVAL : gzip_run(g, g->sync_flush ? Z_SYNC_FLUSH : Z_NO_FLUSH);
     z->next_in = NULL; /* deflate keeps its own copy of the window */
     rw_chunk_release(&c);
     if (err == 0 && g->sync_flush)
@@ -216,7 +208,7 @@ int rw_gzip_init(uv_loop_t *loop, rw_gzip_t *g, int level, bool sync_flush,
         free(z);
         return r == Z_MEM_ERROR ? UV_ENOMEM : RW_EZLIB;
     }
-    rw_stream_opts_t o = bytes_opts(opts);
+    rw_stream_opts_t o = rw__bytes_opts(opts);
     int err = rw_transform_init(loop, &g->stream, &gzip_impl, &o);
     if (err != 0) {
         deflateEnd(z);

@@ -14,7 +14,7 @@ enum {
     S_READABLE = 1u << 0,
     S_WRITABLE = 1u << 1,
     S_TRANSFORM = 1u << 2,
-    S_QUEUED = 1u << 3,        /* in its scheduler's list */
+    S_QUEUED = 1u << 3, /* in its scheduler's list */
     S_DESTROYED = 1u << 4,
     S_CLOSING = 1u << 5,       /* rw_stream_close called */
     S_ERROR_PENDING = 1u << 6, /* on_error still to send */
@@ -51,6 +51,16 @@ enum {
     T_CLOSE = 1u << 6,
     T_FINAL = 1u << 7,
 };
+
+/* The caller's options with both halves forced to byte mode (adapters). */
+static inline rw_stream_opts_t rw__bytes_opts(const rw_stream_opts_t *opts)
+{
+    rw_stream_opts_t o = {0};
+    if (opts != NULL)
+        o = *opts;
+    o.readable_objects = o.writable_objects = false;
+    return o;
+}
 
 typedef struct rw__sched_s rw__sched_t;
 

@@ -71,8 +71,7 @@ void rw__pipeline_report(rw_pipeline_t *p, rw_stream_t *stage)
         pipeline_over(p, err);
 }
 
-int rw_pipeline_start(rw_pipeline_t *p, rw_stream_t *const *stages, size_t n,
-                      rw_pipeline_cb done)
+int rw_pipeline_start(rw_pipeline_t *p, rw_stream_t *const *stages, size_t n, rw_pipeline_cb done)
 {
     if (p == NULL || stages == NULL || n < 2 || n > 1024 || done == NULL)
         return UV_EINVAL;

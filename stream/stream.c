@@ -99,10 +99,10 @@ static int stream_init(uv_loop_t *loop, rw_stream_t *s, const rw_stream_impl_t *
         s->flags |= R_OBJ;
     if (opts->writable_objects)
         s->flags |= W_OBJ;
-    s->rhwm = opts->readable_hwm ? opts->readable_hwm
+    s->rhwm = opts->readable_hwm       ? opts->readable_hwm
               : opts->readable_objects ? RW_STREAM_DEFAULT_OBJECT_HWM
                                        : RW_STREAM_DEFAULT_HWM;
-    s->whwm = opts->writable_hwm ? opts->writable_hwm
+    s->whwm = opts->writable_hwm       ? opts->writable_hwm
               : opts->writable_objects ? RW_STREAM_DEFAULT_OBJECT_HWM
                                        : RW_STREAM_DEFAULT_HWM;
     rw__sched_live(sched, 1);
@@ -543,8 +543,7 @@ static void maybe_final(rw_stream_t *s)
 static void do_final(rw_stream_t *s)
 {
     uint32_t f = s->flags;
-    if ((f & (W_ENDING | W_FINAL_CALLED | W_WRITING | S_DESTROYED)) != W_ENDING ||
-        s->wq.count > 0)
+    if ((f & (W_ENDING | W_FINAL_CALLED | W_WRITING | S_DESTROYED)) != W_ENDING || s->wq.count > 0)
         return;
     s->flags |= W_FINAL_CALLED;
     if (s->impl->final == NULL) {

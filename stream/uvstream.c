@@ -2,15 +2,6 @@
  * read becomes one chunk without copying; one chunk becomes one uv_write. */
 #include "internal.h"
 
-static rw_stream_opts_t bytes_opts(const rw_stream_opts_t *opts)
-{
-    rw_stream_opts_t o = {0};
-    if (opts != NULL)
-        o = *opts;
-    o.readable_objects = o.writable_objects = false;
-    return o;
-}
-
 /* ---- readable ---- */
 
 static void on_uv_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
@@ -80,7 +71,7 @@ int rw_uv_readable_init(uv_loop_t *loop, rw_uv_readable_t *r, uv_stream_t *handl
 {
     if (handle == NULL || chunk_size > UINT32_MAX)
         return UV_EINVAL;
-    rw_stream_opts_t o = bytes_opts(opts);
+    rw_stream_opts_t o = rw__bytes_opts(opts);
     int err = rw_readable_init(loop, &r->stream, &uvr_impl, &o);
     if (err != 0)
         return err;
@@ -138,12 +129,12 @@ static void uvw_final(rw_stream_t *s)
 
 static const rw_stream_impl_t uvw_impl = {.write = uvw_write, .final = uvw_final};
 
-int rw_uv_writable_init(uv_loop_t *loop, rw_uv_writable_t *w, uv_stream_t *handle,
-                        bool no_shutdown, const rw_stream_opts_t *opts)
+int rw_uv_writable_init(uv_loop_t *loop, rw_uv_writable_t *w, uv_stream_t *handle, bool no_shutdown,
+                        const rw_stream_opts_t *opts)
 {
     if (handle == NULL)
         return UV_EINVAL;
-    rw_stream_opts_t o = bytes_opts(opts);
+    rw_stream_opts_t o = rw__bytes_opts(opts);
     int err = rw_writable_init(loop, &w->stream, &uvw_impl, &o);
     if (err != 0)
         return err;

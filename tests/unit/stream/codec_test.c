@@ -41,8 +41,7 @@ static void col_data(rw_stream_t *s, rw_chunk_t ch)
         free(l);
         return;
     }
-    if (c->watch_base != NULL && ch.base >= c->watch_base &&
-        ch.base < c->watch_base + c->watch_len)
+    if (c->watch_base != NULL && ch.base >= c->watch_base && ch.base < c->watch_base + c->watch_len)
         c->zero_copy++;
     col_append(c, ch.base, ch.len);
     rw_chunk_release(&ch);
@@ -60,14 +59,14 @@ static void col_end(rw_stream_t *s)
     c->ended = true;
 }
 
-static const rw_stream_events_t col_events = {.on_data = col_data, .on_end = col_end,
-                                              .on_error = col_error};
+static const rw_stream_events_t col_events = {
+    .on_data = col_data, .on_end = col_end, .on_error = col_error};
 
 /* Writes in[0..n) to t in pieces cut at cuts[0..ncuts) (ascending), ends it,
  * runs the loop, and returns the error (0 on success). The input lives in one
  * rw_buf so slices of it can be recognised. */
-static int run_cuts(uv_loop_t *loop, rw_stream_t *t, const char *in, size_t n,
-                    const size_t *cuts, size_t ncuts, collect_t *c)
+static int run_cuts(uv_loop_t *loop, rw_stream_t *t, const char *in, size_t n, const size_t *cuts,
+                    size_t ncuts, collect_t *c)
 {
     rw_buf_t *b = rw_buf_new(n);
     assert_non_null(b);
@@ -112,8 +111,8 @@ static int through(make_fn make, void *mem, const char *in, size_t n, const size
 
 /* The same output (and error) for the whole input, for every single split
  * point, and for 300 random multi-way splits. */
-static void check_all_splits(make_fn make, void *mem, const char *in, size_t n,
-                             const char *want, size_t want_len, int want_err)
+static void check_all_splits(make_fn make, void *mem, const char *in, size_t n, const char *want,
+                             size_t want_len, int want_err)
 {
     collect_t whole, part;
     int err = through(make, mem, in, n, NULL, 0, &whole);
@@ -197,27 +196,32 @@ static void decoder_malformed_gives_distinct_errors(void **state)
         const char *in;
         int err;
     } cases[] = {
-        {"zz\r\nhello\r\n0\r\n\r\n", RW_ECHUNK},              /* not hex */
-        {"\r\n", RW_ECHUNK},                                   /* no digits */
-        {"-5\r\nhello\r\n0\r\n\r\n", RW_ECHUNK},               /* sign */
-        {"10000000000000000\r\n", RW_ECHUNK},                  /* overflows 64 bits */
-        {"5\nhello\r\n0\r\n\r\n", RW_ECHUNK},                  /* bare LF */
-        {"5\r\nhelloXX0\r\n\r\n", RW_ECHUNK},                  /* no CRLF after data */
-        {"5;a\nb\r\nhello\r\n0\r\n\r\n", RW_ECHUNK},           /* LF inside an extension */
-        {"0\r\nbad trailer\r\n\r\n", RW_ECHUNK},               /* field line without colon */
-        {"0\r\n folded: x\r\n\r\n", RW_ECHUNK},                /* obsolete folding */
-        {"0\r\n\r\nextra", RW_ECHUNK},                         /* bytes after the end */
-        {"5\r\nhel", RW_ETRUNC},                               /* truncated body */
-        {"5\r\nhello\r\n", RW_ETRUNC},                         /* no last chunk */
-        {"0\r\nX: y\r\n", RW_ETRUNC},                          /* no end of trailers */
+        {"zz\r\nhello\r\n0\r\n\r\n", RW_ECHUNK},     /* not hex */
+        {"\r\n", RW_ECHUNK},                         /* no digits */
+        {"-5\r\nhello\r\n0\r\n\r\n", RW_ECHUNK},     /* sign */
+        {"10000000000000000\r\n", RW_ECHUNK},        /* overflows 64 bits */
+        {"5\nhello\r\n0\r\n\r\n", RW_ECHUNK},        /* bare LF */
+        {"5\r\nhelloXX0\r\n\r\n", RW_ECHUNK},        /* no CRLF after data */
+        {"5;a\nb\r\nhello\r\n0\r\n\r\n", RW_ECHUNK}, /* LF inside an extension */
+        {"0\r\nbad trailer\r\n\r\n", RW_ECHUNK},     /* field line without colon */
+        {"0\r\n folded: x\r\n\r\n", RW_ECHUNK},      /* obsolete folding */
+        {"0\r\n\r\nextra", RW_ECHUNK},               /* bytes after the end */
+        {"5\r\nhel", RW_ETRUNC},                     /* truncated body */
+        {"5\r\nhello\r\n", RW_ETRUNC},               /* no last chunk */
+        {"0\r\nX: y\r\n", RW_ETRUNC},                /* no end of trailers */
         {"0\r\nX: 0123456789012345678901234567890123456789012345678901234567890123\r\n\r\n",
-         RW_ELIMIT},                                           /* trailers over 64 bytes */
+         RW_ELIMIT}, /* trailers over 64 bytes */
+        /* found by fuzz_chunked: whichever comes first in the input wins, however cut */
+        {"0\r\nX: 01234567890123456789012345678901234567890123456789012345678901\x01\r\n\r\n",
+         RW_ELIMIT},
+        {"0\r\nX: 0123456789\x01"
+         "012345678901234567890123456789012345678901234567890\r\n\r\n",
+         RW_ECHUNK},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         rw_chunked_decoder_t d;
         print_message("case %zu: %s\n", i, cases[i].err == RW_ECHUNK ? "ECHUNK" : "other");
-        check_all_splits(make_decoder, &d, cases[i].in, strlen(cases[i].in), NULL, 0,
-                         cases[i].err);
+        check_all_splits(make_decoder, &d, cases[i].in, strlen(cases[i].in), NULL, 0, cases[i].err);
     }
 }
 
@@ -277,8 +281,7 @@ static void encoder_then_decoder_round_trip(void **state)
     static int done_err = 1;
     assert_int_equal(rw_pipeline(&p, NULL, &src.stream, &e.stream, NULL), UV_EINVAL);
     assert_int_equal(
-        rw_pipeline(&p, on_done, &src.stream, &e.stream, &d.stream, &h.stream, &k.stream, NULL),
-        0);
+        rw_pipeline(&p, on_done, &src.stream, &e.stream, &d.stream, &h.stream, &k.stream, NULL), 0);
     p.data = &done_err;
     run_bounded(&loop, 100000);
     assert_int_equal(done_err, 0);
@@ -331,8 +334,8 @@ static void framer_long_line_and_bad_json_fail(void **state)
     const char too_long[] = "{\"a\":1}\n{\"seventeen\":\"17\"}\n{\"b\":2}\n";
     check_all_splits(make_framer, &f, too_long, sizeof too_long - 1, NULL, 0, RW_ELINE);
     const char no_newline_too_long[] = "{\"a\":1}\n0123456789abcdefg";
-    check_all_splits(make_framer, &f, no_newline_too_long, sizeof no_newline_too_long - 1, NULL,
-                     0, RW_ELINE);
+    check_all_splits(make_framer, &f, no_newline_too_long, sizeof no_newline_too_long - 1, NULL, 0,
+                     RW_ELINE);
 }
 
 static int strict_decode(void *ctx, const char *line, size_t len, void **obj)
@@ -518,7 +521,7 @@ static void gzip_round_trips_through_zlib(void **state)
     rw_gzip_t g;
     collect_t c;
     assert_int_equal(through(make_gzip, &g, in, n, cuts, 100, &c), 0);
-    assert_true(c.len < n * 6 / 10); /* 14 symbols: ~3.8 bits each */
+    assert_true(c.len < n * 6 / 10);           /* 14 symbols: ~3.8 bits each */
     assert_memory_equal(c.out, "\x1f\x8b", 2); /* gzip magic */
     assert_int_equal(gunzip(c.out, c.len, back, n + 1), n);
     assert_memory_equal(back, in, n);

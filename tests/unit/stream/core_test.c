@@ -49,7 +49,7 @@ static void ev_close(rw_stream_t *s)
     log_ev('C');
 }
 
-static const rw_stream_events_t all_events = {ev_data, NULL,      ev_end,  ev_drain,
+static const rw_stream_events_t all_events = {ev_data,   NULL,     ev_end,  ev_drain,
                                               ev_finish, ev_error, ev_close};
 static const rw_stream_events_t paused_events = {NULL,      ev_readable, ev_end,  ev_drain,
                                                  ev_finish, ev_error,    ev_close};
@@ -99,9 +99,9 @@ static void push_returns_false_at_hwm_and_read_resumes(void **state)
     assert_int_equal(src.reads, 1);
     assert_true(src.wanted);
     src.wanted = false;
-    assert_true(test_src_push_one(&src));  /* 4 < 10 */
-    src.wanted = false;                    /* push asked again at once: not async here */
-    assert_true(test_src_push_one(&src));  /* 8 < 10 */
+    assert_true(test_src_push_one(&src)); /* 4 < 10 */
+    src.wanted = false;                   /* push asked again at once: not async here */
+    assert_true(test_src_push_one(&src)); /* 8 < 10 */
     src.wanted = false;
     assert_false(test_src_push_one(&src)); /* 12 >= 10 */
     int reads = src.reads;
@@ -351,7 +351,7 @@ static void destroy_during_pending_write(void **state)
     rw_stream_close(&k.stream, on_closed_count);
     assert_int_equal(k.destroys, 1);
     run_bounded(&loop, 100);
-    assert_int_equal(closed, 0);     /* the write in flight holds it */
+    assert_int_equal(closed, 0);    /* the write in flight holds it */
     assert_string_equal(evlog, ""); /* nothing reaches the listener after close */
     test_sink_complete(&k, 0);
     assert_int_equal(k.writes, 1); /* the queued write was dropped, not started */

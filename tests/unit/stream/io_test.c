@@ -281,9 +281,8 @@ static void file_writable_open_error_stops_source(void **state)
     test_src_t src;
     test_src_init(&loop, &src, 3000000, 65536, 0);
     rw_file_writable_t w;
-    assert_int_equal(rw_file_writable_open(&loop, &w, path, UV_FS_O_WRONLY | UV_FS_O_CREAT, 0600,
-                                           NULL),
-                     0);
+    assert_int_equal(
+        rw_file_writable_open(&loop, &w, path, UV_FS_O_WRONLY | UV_FS_O_CREAT, 0600, NULL), 0);
     rw_pipeline_t p;
     assert_int_equal(rw_pipeline(&p, on_done, &src.stream, &w.stream, NULL), 0);
     run_bounded(&loop, 100000);

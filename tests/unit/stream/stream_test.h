@@ -50,13 +50,13 @@ typedef struct test_src_s {
     rw_stream_t stream;
     uint64_t total, produced;
     size_t chunk;
-    bool async;      /* read() only notes the request; test_src_pump pushes */
-    bool wanted;     /* async: a read() is pending */
-    int reads;       /* read() calls */
-    int destroys;    /* destroy hook calls */
+    bool async;   /* read() only notes the request; test_src_pump pushes */
+    bool wanted;  /* async: a read() is pending */
+    int reads;    /* read() calls */
+    int destroys; /* destroy hook calls */
     int destroy_err;
-    int fail_at;     /* destroy with RW_EPARSE at this read (0: never) */
-    size_t max_rlen; /* highest readable length seen */
+    int fail_at;           /* destroy with RW_EPARSE at this read (0: never) */
+    size_t max_rlen;       /* highest readable length seen */
     rw_stream_t *watch[8]; /* stages whose buffers are checked at every read */
     size_t watch_n, bound_violations, bound;
     unsigned char fill;
@@ -116,8 +116,7 @@ static inline void test_src_destroy(rw_stream_t *s, int err)
     t->destroy_err = err;
 }
 
-static const rw_stream_impl_t test_src_impl = {.read = test_src_read,
-                                               .destroy = test_src_destroy};
+static const rw_stream_impl_t test_src_impl = {.read = test_src_read, .destroy = test_src_destroy};
 
 static inline void test_src_init(uv_loop_t *loop, test_src_t *t, uint64_t total, size_t chunk,
                                  size_t hwm)
@@ -145,17 +144,17 @@ typedef struct test_sink_s {
     rw_stream_t stream;
     uint64_t bytes;
     size_t writes, finals;
-    bool hold;          /* keep each write pending until test_sink_complete */
+    bool hold; /* keep each write pending until test_sink_complete */
     bool writing;
-    int fail_write_at;  /* complete write number n with UV_EIO (0: never) */
-    int fail_final;     /* complete final with this error */
-    int destroy_at;     /* destroy the sink (err destroy_err) at write n */
+    int fail_write_at; /* complete write number n with UV_EIO (0: never) */
+    int fail_final;    /* complete final with this error */
+    int destroy_at;    /* destroy the sink (err destroy_err) at write n */
     int destroy_err;
     int destroys;
     size_t max_wlen;
     unsigned char *copy; /* when set, bytes are copied here (capacity copy_cap) */
     size_t copy_cap;
-    uv_idle_t slow;      /* slow mode: completes one write per loop iteration */
+    uv_idle_t slow; /* slow mode: completes one write per loop iteration */
     rw_stream_t *watch[8];
     size_t watch_n, bound_violations, bound;
 } test_sink_t;
@@ -184,8 +183,7 @@ static inline void test_sink_write(rw_stream_t *s, rw_chunk_t c)
         k->writing = true;
         return;
     }
-    rw_writable_write_done(s, k->fail_write_at && (int)k->writes == k->fail_write_at ? UV_EIO
-                                                                                   : 0);
+    rw_writable_write_done(s, k->fail_write_at && (int)k->writes == k->fail_write_at ? UV_EIO : 0);
 }
 
 static inline void test_sink_complete(test_sink_t *k, int err)
