@@ -334,8 +334,8 @@ bool rw_readable_push(rw_stream_t *s, rw_chunk_t chunk)
         return false;
     /* Outside impl->read (data that arrived by I/O), ask for more now; inside
      * it, maybe_read's loop does. */
-    if (!(s->flags & R_SYNC))
-        maybe_read(s);
+    if (!(s->flags & R_SYNC) && (s->flags & (S_TRANSFORM | X_WAIT)) != S_TRANSFORM)
+        maybe_read(s); /* (a transform only "reads" to release a held completion) */
     return !(s->flags & S_DESTROYED) && s->rlen < s->rhwm;
 }
 
