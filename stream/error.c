@@ -25,6 +25,7 @@ static const struct {
     {RW_ETIMEOUT, "RW_ETIMEOUT", "timed out"},
     {RW_ENOTFOUND, "RW_ENOTFOUND", "not found"},
     {RW_EMEDIA, "RW_EMEDIA", "media decode or encode failed"},
+    {RW_EAUTH, "RW_EAUTH", "authentication failed"},
 };
 
 const char *rw_strerror(int err)

@@ -31,7 +31,8 @@ enum rw_error_e {
     RW_ETIMEOUT = RW_ERR_BASE - 14, /**< a deadline passed */
     RW_ENOTFOUND = RW_ERR_BASE - 15, /**< the named thing does not exist */
     RW_EMEDIA = RW_ERR_BASE - 16,   /**< media could not be decoded or encoded */
-    RW_ERR_LAST = RW_ERR_BASE - 17
+    RW_EAUTH = RW_ERR_BASE - 17,    /**< authentication failed (bad password, MAC tag, ...) */
+    RW_ERR_LAST = RW_ERR_BASE - 18
 };
 
 /**
