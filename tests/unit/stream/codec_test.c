@@ -211,7 +211,7 @@ static void decoder_malformed_gives_distinct_errors(void **state)
         {"0\r\nX: y\r\n", RW_ETRUNC},                /* no end of trailers */
         {"0\r\nX: 0123456789012345678901234567890123456789012345678901234567890123\r\n\r\n",
          RW_ELIMIT}, /* trailers over 64 bytes */
-        /* found by fuzz_chunked: whichever comes first in the input wins, however cut */
+        /* found by chunked_fuzz: whichever comes first in the input wins, however cut */
         {"0\r\nX: 01234567890123456789012345678901234567890123456789012345678901\x01\r\n\r\n",
          RW_ELIMIT},
         {"0\r\nX: 0123456789\x01"
