@@ -5,28 +5,25 @@
 #include <stdint.h>
 #include <stdio.h>
 
-static const char alphabet[64] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char alphabet[64] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /* The value of each alphabet byte; meaningless for other bytes, which is_b64()
  * screens out first. */
 static const unsigned char values[256] = {
-    ['A'] = 0,   ['B'] = 1,   ['C'] = 2,   ['D'] = 3,   ['E'] = 4,   ['F'] = 5,   ['G'] = 6,
-    ['H'] = 7,   ['I'] = 8,   ['J'] = 9,   ['K'] = 10,  ['L'] = 11,  ['M'] = 12,  ['N'] = 13,
-    ['O'] = 14,  ['P'] = 15,  ['Q'] = 16,  ['R'] = 17,  ['S'] = 18,  ['T'] = 19,  ['U'] = 20,
-    ['V'] = 21,  ['W'] = 22,  ['X'] = 23,  ['Y'] = 24,  ['Z'] = 25,  ['a'] = 26,  ['b'] = 27,
-    ['c'] = 28,  ['d'] = 29,  ['e'] = 30,  ['f'] = 31,  ['g'] = 32,  ['h'] = 33,  ['i'] = 34,
-    ['j'] = 35,  ['k'] = 36,  ['l'] = 37,  ['m'] = 38,  ['n'] = 39,  ['o'] = 40,  ['p'] = 41,
-    ['q'] = 42,  ['r'] = 43,  ['s'] = 44,  ['t'] = 45,  ['u'] = 46,  ['v'] = 47,  ['w'] = 48,
-    ['x'] = 49,  ['y'] = 50,  ['z'] = 51,  ['0'] = 52,  ['1'] = 53,  ['2'] = 54,  ['3'] = 55,
-    ['4'] = 56,  ['5'] = 57,  ['6'] = 58,  ['7'] = 59,  ['8'] = 60,  ['9'] = 61,  ['+'] = 62,
-    ['/'] = 63,
+    ['A'] = 0,  ['B'] = 1,  ['C'] = 2,  ['D'] = 3,  ['E'] = 4,  ['F'] = 5,  ['G'] = 6,  ['H'] = 7,
+    ['I'] = 8,  ['J'] = 9,  ['K'] = 10, ['L'] = 11, ['M'] = 12, ['N'] = 13, ['O'] = 14, ['P'] = 15,
+    ['Q'] = 16, ['R'] = 17, ['S'] = 18, ['T'] = 19, ['U'] = 20, ['V'] = 21, ['W'] = 22, ['X'] = 23,
+    ['Y'] = 24, ['Z'] = 25, ['a'] = 26, ['b'] = 27, ['c'] = 28, ['d'] = 29, ['e'] = 30, ['f'] = 31,
+    ['g'] = 32, ['h'] = 33, ['i'] = 34, ['j'] = 35, ['k'] = 36, ['l'] = 37, ['m'] = 38, ['n'] = 39,
+    ['o'] = 40, ['p'] = 41, ['q'] = 42, ['r'] = 43, ['s'] = 44, ['t'] = 45, ['u'] = 46, ['v'] = 47,
+    ['w'] = 48, ['x'] = 49, ['y'] = 50, ['z'] = 51, ['0'] = 52, ['1'] = 53, ['2'] = 54, ['3'] = 55,
+    ['4'] = 56, ['5'] = 57, ['6'] = 58, ['7'] = 59, ['8'] = 60, ['9'] = 61, ['+'] = 62, ['/'] = 63,
 };
 
 static int is_b64(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
 }
 
 size_t rw__base64_encoded_len(size_t n)
@@ -70,14 +67,8 @@ int rw__base64_decode(unsigned char *dst, size_t *out_len, const char *src, size
     size_t data_len = len, i;
     unsigned char *d = dst;
 
-    /* Padding may only close the input: at most two '=' and only to fill the
-     * last group of four. */
     while (data_len > 0 && s[data_len - 1] == '=')
         data_len--;
-    if (len - data_len > 2 || (len != data_len && len % 4 != 0)) {
-        snprintf(why, whylen, "base64: bad padding at offset %zu", data_len);
-        return -1;
-    }
     for (i = 0; i < data_len; i++) {
         if (s[i] == '=') {
             snprintf(why, whylen, "base64: misplaced padding at offset %zu", i);
@@ -87,6 +78,12 @@ int rw__base64_decode(unsigned char *dst, size_t *out_len, const char *src, size
             snprintf(why, whylen, "base64: invalid character 0x%02x at offset %zu", s[i], i);
             return -1;
         }
+    }
+    /* Padding may only close the input: at most two '=', and only to fill
+     * the last group of four. */
+    if (len - data_len > 2 || (len != data_len && len % 4 != 0)) {
+        snprintf(why, whylen, "base64: bad padding at offset %zu", data_len);
+        return -1;
     }
     if (data_len % 4 == 1) {
         snprintf(why, whylen, "base64: truncated group at offset %zu", data_len - 1);

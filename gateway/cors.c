@@ -76,8 +76,9 @@ int rw_cors_config_check(const rw_cors_config_t *cfg, char *why, size_t whylen)
     }
     for (size_t i = 0; i < cfg->n_allow_origins; i++) {
         if (!origin_well_formed(cfg->allow_origins[i])) {
-            snprintf(why, whylen, "AllowOrigins[%zu] \"%.64s\" is not an origin, \"*\" or "
-                                  "\"scheme://*\"",
+            snprintf(why, whylen,
+                     "AllowOrigins[%zu] \"%.64s\" is not an origin, \"*\" or "
+                     "\"scheme://*\"",
                      i, cfg->allow_origins[i] ? cfg->allow_origins[i] : "");
             return RW_ECONFIG;
         }
@@ -102,8 +103,8 @@ int rw_cors_config_check(const rw_cors_config_t *cfg, char *why, size_t whylen)
     }
     for (size_t i = 0; i < cfg->n_expose_headers; i++) {
         if (!is_token(cfg->expose_headers[i])) {
-            snprintf(why, whylen, "ExposeHeaders[%zu] \"%.64s\" is not a header name or \"*\"",
-                     i, cfg->expose_headers[i] ? cfg->expose_headers[i] : "");
+            snprintf(why, whylen, "ExposeHeaders[%zu] \"%.64s\" is not a header name or \"*\"", i,
+                     cfg->expose_headers[i] ? cfg->expose_headers[i] : "");
             return RW_ECONFIG;
         }
     }
@@ -300,8 +301,8 @@ int rw_cors_response(const rw_cors_config_t *cfg, const rw_cors_request_t *rq,
     if (cfg == NULL || rq == NULL || rq->origin == NULL ||
         !rw_cors_origin_allowed(cfg, rq->origin, rq->origin_len))
         return 0;
-    a.buf = malloc(64 + rq->origin_len + list_len(cfg->expose_headers, cfg->n_expose_headers) +
-                   6 * 8);
+    a.buf =
+        malloc(64 + rq->origin_len + list_len(cfg->expose_headers, cfg->n_expose_headers) + 6 * 8);
     if (a.buf == NULL)
         return UV_ENOMEM;
     out->allowed = true;

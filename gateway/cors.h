@@ -34,12 +34,12 @@ typedef struct rw_cors_config_s {
 
 /** The parts of a request CORS looks at; a NULL pointer means the header is absent. */
 typedef struct rw_cors_request_s {
-    const char *method;           /**< the request method, NUL-terminated */
-    const char *origin;           /**< Origin */
+    const char *method; /**< the request method, NUL-terminated */
+    const char *origin; /**< Origin */
     size_t origin_len;
-    const char *request_method;   /**< Access-Control-Request-Method */
+    const char *request_method; /**< Access-Control-Request-Method */
     size_t request_method_len;
-    const char *request_headers;  /**< Access-Control-Request-Headers */
+    const char *request_headers; /**< Access-Control-Request-Headers */
     size_t request_headers_len;
 } rw_cors_request_t;
 

@@ -112,6 +112,19 @@ static bool utf8_valid(const void *p, size_t n)
     return true;
 }
 
+/* Bytes a JSON string carries as they are: printable ASCII but '"' and '\\'
+ * (a table: this test runs once per byte of every string). */
+static const unsigned char plain_byte[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
 /* Writes s as a JSON string. Bytes that are not valid UTF-8 become U+FFFD so
  * the event is always valid JSON; `lower` lower-cases ASCII (header names). */
 static void jb_str_ex(jbuf_t *jb, const char *str, size_t n, bool lower)
@@ -126,9 +139,13 @@ static void jb_str_ex(jbuf_t *jb, const char *str, size_t n, bool lower)
     while (i < n) {
         size_t run = i;
         /* Copy the longest stretch that needs no escaping in one go. */
-        while (run < n && s[run] >= 0x20 && s[run] < 0x80 && s[run] != '"' && s[run] != '\\' &&
-               !(lower && s[run] >= 'A' && s[run] <= 'Z'))
-            run++;
+        if (lower) {
+            while (run < n && plain_byte[s[run]] && !(s[run] >= 'A' && s[run] <= 'Z'))
+                run++;
+        } else {
+            while (run < n && plain_byte[s[run]])
+                run++;
+        }
         if (run > i) {
             jb_put(jb, (const char *)s + i, run - i);
             i = run;
@@ -296,8 +313,7 @@ bool rw_event_body_is_binary(const rw_event_route_t *route, const rw_event_reque
     } else {
         text = true;
         for (size_t i = 0; ct != NULL && i < route->n_binary_media_types; i++)
-            if (rw_event_media_type_match(route->binary_media_types[i], ct->value,
-                                          ct->value_len))
+            if (rw_event_media_type_match(route->binary_media_types[i], ct->value, ct->value_len))
                 text = false;
     }
     /* A JSON string cannot carry bytes that are not UTF-8: such a body goes
@@ -341,8 +357,8 @@ static size_t pct_decode(char *out, const char *s, size_t n, bool plus)
         unsigned char c = (unsigned char)s[i];
         if (c == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
             hexval((unsigned char)s[i + 2]) >= 0) {
-            out[o++] = (char)(hexval((unsigned char)s[i + 1]) << 4 |
-                              hexval((unsigned char)s[i + 2]));
+            out[o++] =
+                (char)(hexval((unsigned char)s[i + 1]) << 4 | hexval((unsigned char)s[i + 2]));
             i += 2;
         } else if (c == '+' && plus) {
             out[o++] = ' ';
@@ -444,8 +460,8 @@ static void jb_joined(jbuf_t *jb, const sorted_t *view, size_t i, size_t j)
 typedef struct hdrs_s {
     rw_event_kv_t *v; /* the headers the function sees, in arrival order */
     size_t n;
-    sorted_t *view;   /* grouped by name, case-insensitively */
-    char *scratch;    /* values the gateway made up (lengths, X-Forwarded-For) */
+    sorted_t *view; /* grouped by name, case-insensitively */
+    char *scratch;  /* values the gateway made up (lengths, X-Forwarded-For) */
 } hdrs_t;
 
 static void hdrs_free(hdrs_t *h)
@@ -549,7 +565,7 @@ static int hdrs_collect(hdrs_t *h, const rw_event_route_t *route, const rw_event
 typedef struct query_s {
     rw_event_kv_t *v; /* decoded pairs, in order of appearance */
     size_t n;
-    sorted_t *view;   /* grouped by name (bytes) */
+    sorted_t *view; /* grouped by name (bytes) */
     char *decoded;
 } query_t;
 
@@ -1025,9 +1041,8 @@ int rw_event_build(const rw_event_route_t *route, const rw_event_request_t *rq, 
         *json = NULL;
     if (json_len)
         *json_len = 0;
-    if (route == NULL || rq == NULL || json == NULL || rq->method == NULL ||
-        rq->raw_path == NULL || (rq->body == NULL && rq->body_len > 0) ||
-        (rq->headers == NULL && rq->n_headers > 0) ||
+    if (route == NULL || rq == NULL || json == NULL || rq->method == NULL || rq->raw_path == NULL ||
+        (rq->body == NULL && rq->body_len > 0) || (rq->headers == NULL && rq->n_headers > 0) ||
         (route->path_params == NULL && route->n_path_params > 0) ||
         (route->stage_vars == NULL && route->n_stage_vars > 0) ||
         (route->payload_version != RW_EVENT_V1 && route->payload_version != RW_EVENT_V2))
@@ -1041,8 +1056,8 @@ int rw_event_build(const rw_event_route_t *route, const rw_event_request_t *rq, 
         goto out;
     /* Room for the whole event in one go in the common case: the body (maybe
      * base64) plus the request line and headers, twice for the 1.0 maps. */
-    size_t guess = 1024 + rq->raw_path_len * 3 + rq->raw_query_len * 3 +
-                   rw__base64_encoded_len(rq->body_len);
+    size_t guess =
+        1024 + rq->raw_path_len * 3 + rq->raw_query_len * 3 + rw__base64_encoded_len(rq->body_len);
     for (size_t i = 0; i < rq->n_headers; i++)
         guess += (rq->headers[i].name_len + rq->headers[i].value_len + 8) * 2;
     jb_reserve(&jb, guess);

@@ -56,22 +56,22 @@ typedef struct rw_event_identity_s {
  * strings; a NULL string is written as "" (or null where API Gateway puts null).
  */
 typedef struct rw_event_route_s {
-    int payload_version;  /**< RW_EVENT_V1 or RW_EVENT_V2 */
-    bool http_api;        /**< an HttpApi (AWS::Serverless::HttpApi) rather than a REST Api:
-                               decides the body encoding rules, the "version" key and the
-                               Content-Length header of 1.0 events; forced for V2 */
+    int payload_version; /**< RW_EVENT_V1 or RW_EVENT_V2 */
+    bool http_api;       /**< an HttpApi (AWS::Serverless::HttpApi) rather than a REST Api:
+                              decides the body encoding rules, the "version" key and the
+                              Content-Length header of 1.0 events; forced for V2 */
     const char *account_id;
     const char *api_id;
-    const char *stage;          /**< "$default" or the stage name */
-    const char *route_key;      /**< V2: "GET /reels/{id}" or "$default" */
-    const char *resource_path;  /**< V1: the resource template "/reels/{id}"; NULL = the
-                                     request path (an HTTP API $default route) */
-    const char *resource_id;    /**< V1 REST: requestContext.resourceId (NULL -> null) */
-    const char *domain_name;    /**< NULL = the Host header */
-    const char *domain_prefix;  /**< NULL = domain_name up to its first '.' */
-    size_t stage_prefix_len;    /**< bytes at the start of the raw path that are the stage or
-                                     base path ("/Prod"); V1 `path` leaves them out */
-    const rw_event_kv_t *path_params;  /**< decoded values, as the router extracted them */
+    const char *stage;                /**< "$default" or the stage name */
+    const char *route_key;            /**< V2: "GET /reels/{id}" or "$default" */
+    const char *resource_path;        /**< V1: the resource template "/reels/{id}"; NULL = the
+                                           request path (an HTTP API $default route) */
+    const char *resource_id;          /**< V1 REST: requestContext.resourceId (NULL -> null) */
+    const char *domain_name;          /**< NULL = the Host header */
+    const char *domain_prefix;        /**< NULL = domain_name up to its first '.' */
+    size_t stage_prefix_len;          /**< bytes at the start of the raw path that are the stage or
+                                           base path ("/Prod"); V1 `path` leaves them out */
+    const rw_event_kv_t *path_params; /**< decoded values, as the router extracted them */
     size_t n_path_params;
     const rw_event_kv_t *stage_vars;
     size_t n_stage_vars;
@@ -79,10 +79,10 @@ typedef struct rw_event_route_s {
                                                 wildcard (image/ then a star) or the full
                                                 wildcard; ignored for HTTP APIs */
     size_t n_binary_media_types;
-    const cJSON *authorizer;    /**< requestContext.authorizer exactly as it must appear, shaped
-                                     for the payload version by the authorizer ({"jwt": {...}},
-                                     {"lambda": {...}}, or the REST map with principalId);
-                                     NULL = none */
+    const cJSON *authorizer; /**< requestContext.authorizer exactly as it must appear, shaped
+                                  for the payload version by the authorizer ({"jwt": {...}},
+                                  {"lambda": {...}}, or the REST map with principalId);
+                                  NULL = none */
     const rw_event_identity_t *identity; /**< V1 only; NULL = every field null */
 } rw_event_route_t;
 
@@ -90,22 +90,22 @@ typedef struct rw_event_route_s {
  * One HTTP request as the server parsed it. Pointers are borrowed for the call.
  */
 typedef struct rw_event_request_s {
-    const char *method;      /**< "GET" (NUL-terminated) */
-    const char *raw_path;    /**< the request target's path, percent-encoding as received */
+    const char *method;   /**< "GET" (NUL-terminated) */
+    const char *raw_path; /**< the request target's path, percent-encoding as received */
     size_t raw_path_len;
-    const char *raw_query;   /**< what followed '?', as received (NULL/0 = none) */
+    const char *raw_query; /**< what followed '?', as received (NULL/0 = none) */
     size_t raw_query_len;
     const rw_event_kv_t *headers; /**< original case, arrival order, duplicates kept */
     size_t n_headers;
-    const char *source_ip;   /**< the client's address, "203.0.113.7" */
-    const char *protocol;    /**< "HTTP/1.1" */
-    const char *request_id;  /**< requestContext.requestId */
+    const char *source_ip;           /**< the client's address, "203.0.113.7" */
+    const char *protocol;            /**< "HTTP/1.1" */
+    const char *request_id;          /**< requestContext.requestId */
     const char *extended_request_id; /**< V1 requestContext.extendedRequestId (NULL = request_id) */
-    int64_t time_ms;         /**< when the request arrived, Unix epoch milliseconds */
-    const void *body;        /**< the whole body (NULL/0 = none) */
+    int64_t time_ms;                 /**< when the request arrived, Unix epoch milliseconds */
+    const void *body;                /**< the whole body (NULL/0 = none) */
     size_t body_len;
-    const char *trace_id;    /**< non-NULL: the X-Amzn-Trace-Id value the function sees,
-                                  replacing any the client sent */
+    const char *trace_id;        /**< non-NULL: the X-Amzn-Trace-Id value the function sees,
+                                      replacing any the client sent */
     const char *forwarded_proto; /**< non-NULL: add X-Forwarded-For (client's list + source_ip),
                                       X-Forwarded-Port and X-Forwarded-Proto as API Gateway does,
                                       replacing the client's Port and Proto */
@@ -153,9 +153,9 @@ typedef struct rw_event_response_s {
     int status;
     rw_event_kv_t *headers;
     size_t n_headers;
-    char *body;       /**< NUL-terminated for convenience; body_len may include NULs */
+    char *body; /**< NUL-terminated for convenience; body_len may include NULs */
     size_t body_len;
-    char *strings_;   /**< private: storage of header names and values */
+    char *strings_; /**< private: storage of header names and values */
 } rw_event_response_t;
 
 /**

@@ -8,7 +8,6 @@
 #include "base64.h"
 #include "reelway/error.h"
 
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,7 +52,7 @@ static enum jtype type_of(span_t v)
 
 static const char *type_name(span_t v)
 {
-    static const char *const names[] = {"nothing", "an object", "an array", "a string",
+    static const char *const names[] = {"nothing",  "an object", "an array", "a string",
                                         "a number", "true",      "false",    "null"};
     return names[type_of(v)];
 }
@@ -105,8 +104,9 @@ static int skip_string(reader_t *r, size_t *i)
             return 0;
         }
         if (c < 0x20)
-            return fail(r, "response is not valid JSON: control character in a string at "
-                           "offset %zu",
+            return fail(r,
+                        "response is not valid JSON: control character in a string at "
+                        "offset %zu",
                         *i);
         if (c == '\\') {
             if (*i + 1 >= r->n)
@@ -182,8 +182,8 @@ static int skip_value(reader_t *r, size_t *i, int depth)
 {
     int err;
     if (depth > MAX_DEPTH)
-        return fail(r, "response is not valid JSON: nested deeper than %d at offset %zu",
-                    MAX_DEPTH, *i);
+        return fail(r, "response is not valid JSON: nested deeper than %d at offset %zu", MAX_DEPTH,
+                    *i);
     skip_ws(r, i);
     if (*i >= r->n)
         return fail(r, "response is not valid JSON: unexpected end at offset %zu", *i);
@@ -202,8 +202,7 @@ static int skip_value(reader_t *r, size_t *i, int depth)
             if (object) {
                 skip_ws(r, i);
                 if (*i >= r->n || r->s[*i] != '"')
-                    return fail(r, "response is not valid JSON: expected a key at offset %zu",
-                                *i);
+                    return fail(r, "response is not valid JSON: expected a key at offset %zu", *i);
                 if ((err = skip_string(r, i)))
                     return err;
                 skip_ws(r, i);
@@ -222,8 +221,8 @@ static int skip_value(reader_t *r, size_t *i, int depth)
                 (*i)++;
                 return 0;
             }
-            return fail(r, "response is not valid JSON: expected ',' or '%c' at offset %zu",
-                        close, *i);
+            return fail(r, "response is not valid JSON: expected ',' or '%c' at offset %zu", close,
+                        *i);
         }
     }
     case '"':
@@ -431,9 +430,9 @@ static bool is_tchar(unsigned char c)
  * change how the gateway frames its answer, so they travel renamed. */
 static bool is_remapped(const char *name, size_t n)
 {
-    static const char *const names[] = {"connection", "content-length", "date",
-                                        "keep-alive", "server",         "te",
-                                        "trailer",    "transfer-encoding", "upgrade"};
+    static const char *const names[] = {
+        "connection", "content-length",    "date",   "keep-alive", "server", "te",
+        "trailer",    "transfer-encoding", "upgrade"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (strlen(names[i]) == n && strncasecmp(names[i], name, n) == 0)
             return true;
@@ -464,8 +463,8 @@ static int add_header(builder_t *b, const char *where, const char *name, size_t 
             return fail(b->r, "%s.%s: value contains NUL at offset %zu", where,
                         printable(name, name_len, shown), i);
         if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return fail(b->r, "%s.%s: value contains control character 0x%02x at offset %zu",
-                        where, printable(name, name_len, shown), c, i);
+            return fail(b->r, "%s.%s: value contains control character 0x%02x at offset %zu", where,
+                        printable(name, name_len, shown), c, i);
     }
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 16;
@@ -670,10 +669,10 @@ static int parse_status(reader_t *r, span_t v, int *status)
     memcpy(num, v.p, v.len);
     num[v.len] = '\0';
     d = strtod(num, NULL);
-    if (d != floor(d))
-        return fail(r, "statusCode must be an integer, not %s", num);
     if (!(d >= 100 && d <= 599))
         return fail(r, "statusCode %s is out of range 100-599", num);
+    if (d != (double)(int)d)
+        return fail(r, "statusCode must be an integer, not %s", num);
     *status = (int)d;
     return 0;
 }
@@ -829,8 +828,8 @@ int rw_event_response_parse(const rw_event_route_t *route, const rw_event_reques
             out->body = malloc(n / 4 * 3 + 3);
             if (out->body == NULL) {
                 err = UV_ENOMEM;
-            } else if (rw__base64_decode((unsigned char *)out->body, &out->body_len, text, n,
-                                         why, whylen) != 0) {
+            } else if (rw__base64_decode((unsigned char *)out->body, &out->body_len, text, n, why,
+                                         whylen) != 0) {
                 char reason[160];
                 snprintf(reason, sizeof(reason), "%s", why ? why : "");
                 err = fail(&r, "body: %s", reason);

@@ -94,8 +94,7 @@ static void describe(described_t *d, const cJSON *side)
     memset(d, 0, sizeof(*d));
     assert_non_null(route);
     assert_non_null(rq);
-    d->route.payload_version =
-        cJSON_GetObjectItemCaseSensitive(route, "payloadVersion")->valueint;
+    d->route.payload_version = cJSON_GetObjectItemCaseSensitive(route, "payloadVersion")->valueint;
     d->route.http_api = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(route, "httpApi"));
     d->route.account_id = str_or_null(route, "accountId");
     d->route.api_id = str_or_null(route, "apiId");
@@ -106,11 +105,11 @@ static void describe(described_t *d, const cJSON *side)
     d->route.domain_name = str_or_null(route, "domainName");
     prefix = str_or_null(route, "stagePrefix");
     d->route.stage_prefix_len = prefix ? strlen(prefix) : 0;
-    d->route.n_path_params = kv_from_object(
-        cJSON_GetObjectItemCaseSensitive(route, "pathParameters"), d->path_params);
+    d->route.n_path_params =
+        kv_from_object(cJSON_GetObjectItemCaseSensitive(route, "pathParameters"), d->path_params);
     d->route.path_params = d->path_params;
-    d->route.n_stage_vars = kv_from_object(
-        cJSON_GetObjectItemCaseSensitive(route, "stageVariables"), d->stage_vars);
+    d->route.n_stage_vars =
+        kv_from_object(cJSON_GetObjectItemCaseSensitive(route, "stageVariables"), d->stage_vars);
     d->route.stage_vars = d->stage_vars;
     cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(route, "binaryMediaTypes"))
     {
@@ -205,8 +204,7 @@ static void apply_patches(cJSON *golden, const cJSON *patches)
                 fail_msg("patch remove %s: nothing there (stale patch)", path);
             cJSON_DeleteItemFromObjectCaseSensitive(parent, key);
         } else if (strcmp(op, "set") == 0) {
-            cJSON *value =
-                cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(patch, "value"), true);
+            cJSON *value = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(patch, "value"), true);
             cJSON *old = cJSON_GetObjectItemCaseSensitive(parent, key);
             if (old != NULL && cJSON_Compare(old, value, true))
                 fail_msg("patch set %s: already that value (stale patch)", path);
