@@ -1,7 +1,5 @@
-/* Builds the API Gateway proxy events (HTTP API payload 2.0, REST and HTTP API
- * payload 1.0) that Lambda-proxy routes send to their functions. The JSON is
- * written straight into one growing buffer: no tree, one allocation per event
- * in the common case. */
+/* Builds the API Gateway proxy events (payload 2.0, and 1.0 for REST and HTTP
+ * APIs) that Lambda-proxy routes send, written straight into one JSON buffer. */
 #include "event.h"
 
 #include "base64.h"

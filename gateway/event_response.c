@@ -1,8 +1,5 @@
 /* Maps what a Lambda-proxy function returned (payload format 1.0 or 2.0) to the
- * status, headers and body the gateway sends, refusing malformed answers with a
- * precise reason. The JSON is read by a small validating pull parser rather
- * than cJSON, which cuts strings at an escaped NUL ("\u0000") and so could
- * neither carry such a body nor notice such a header. */
+ * status, headers and body the gateway sends, or refuses it with a reason. */
 #include "event.h"
 
 #include "base64.h"
@@ -19,6 +16,11 @@
 #define MAX_DEPTH 256
 
 /* ---- a validating pull parser ------------------------------------------------ */
+
+/* Not cJSON: it cuts strings at an escaped NUL ("\u0000"), so it could neither
+ * carry such a body nor notice such a header. This parser checks the whole
+ * text once, then walks the parts it needs in place, decoding only the
+ * strings it keeps. */
 
 /* A JSON value in the input: its first byte and length. */
 typedef struct span_s {
@@ -530,45 +532,89 @@ static char *decode_key(span_t key, size_t *len)
     return out;
 }
 
-static bool name_in_object(span_t obj, const char *name, size_t name_len)
+/* The decoded member names of an object, sorted without regard to case, so a
+ * headers map can be checked against a multiValueHeaders map in n log n. */
+typedef struct names_s {
+    span_t *v;
+    size_t n;
+    char *buf;
+} names_t;
+
+static int cmp_span_nocase(const void *a, const void *b)
 {
-    size_t cur = 0;
+    const span_t *x = a, *y = b;
+    int c = strncasecmp(x->p, y->p, x->len < y->len ? x->len : y->len);
+    if (c == 0 && x->len != y->len)
+        c = x->len < y->len ? -1 : 1;
+    return c;
+}
+
+static void names_free(names_t *names)
+{
+    free(names->v);
+    free(names->buf);
+    memset(names, 0, sizeof(*names));
+}
+
+static int names_of(span_t obj, names_t *names)
+{
+    size_t cur = 0, count = 0, o = 0;
     span_t k, v;
-    while (object_next(obj, &cur, &k, &v)) {
-        size_t n;
-        char *dec = decode_key(k, &n);
-        bool same = dec != NULL && n == name_len && strncasecmp(dec, name, n) == 0;
-        free(dec);
-        if (same)
-            return true;
+
+    memset(names, 0, sizeof(*names));
+    while (object_next(obj, &cur, &k, &v))
+        count++;
+    names->v = malloc((count ? count : 1) * sizeof(*names->v));
+    names->buf = malloc(obj.len ? obj.len : 1);
+    if (names->v == NULL || names->buf == NULL) {
+        names_free(names);
+        return UV_ENOMEM;
     }
-    return false;
+    cur = 0;
+    while (object_next(obj, &cur, &k, &v)) {
+        span_t *name = &names->v[names->n++];
+        name->p = names->buf + o;
+        name->len = decode_string(k, names->buf + o);
+        o += name->len;
+    }
+    qsort(names->v, names->n, sizeof(*names->v), cmp_span_nocase);
+    return 0;
+}
+
+static bool names_have(const names_t *names, const char *name, size_t len)
+{
+    span_t key = {name, len};
+    return names->n > 0 &&
+           bsearch(&key, names->v, names->n, sizeof(*names->v), cmp_span_nocase) != NULL;
 }
 
 static int add_headers_object(builder_t *b, span_t headers, span_t multi)
 {
+    names_t multi_names = {0};
     size_t cur = 0;
     span_t k, v;
     int err = 0;
 
     if (type_of(headers) != J_OBJECT)
         return fail(b->r, "headers must be an object, not %s", type_name(headers));
+    if (type_of(multi) == J_OBJECT && (err = names_of(multi, &multi_names)))
+        return err;
     while (object_next(headers, &cur, &k, &v)) {
         size_t n;
         char *name = decode_key(k, &n);
-        if (name == NULL)
-            return UV_ENOMEM;
-        /* A name that multiValueHeaders also sets takes only those values. */
-        if (type_of(multi) == J_OBJECT && name_in_object(multi, name, n)) {
-            free(name);
-            continue;
+        if (name == NULL) {
+            err = UV_ENOMEM;
+            break;
         }
-        err = add_scalar_header(b, "headers", name, n, v);
+        /* A name that multiValueHeaders also sets takes only those values. */
+        if (!names_have(&multi_names, name, n))
+            err = add_scalar_header(b, "headers", name, n, v);
         free(name);
         if (err)
-            return err;
+            break;
     }
-    return 0;
+    names_free(&multi_names);
+    return err;
 }
 
 static int add_multi_headers(builder_t *b, span_t multi)
