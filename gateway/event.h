@@ -5,6 +5,8 @@
 #ifndef REELWAY_GATEWAY_EVENT_H
 #define REELWAY_GATEWAY_EVENT_H
 
+#include "reelway/http.h"
+
 #include <cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -13,14 +15,11 @@
 /**
  * A name/value pair given by pointer and length (neither needs a NUL): request
  * headers (original case, arrival order, duplicates kept), path parameters,
- * stage variables, and the headers of a mapped response.
+ * stage variables, and the headers of a mapped response. The same type as the
+ * HTTP server's rw_http_header_t, so its request headers go in and a mapped
+ * response's headers go to rw_http_res_start as they are.
  */
-typedef struct rw_event_kv_s {
-    const char *name;
-    size_t name_len;
-    const char *value;
-    size_t value_len;
-} rw_event_kv_t;
+typedef rw_http_header_t rw_event_kv_t;
 
 /** Payload format versions. */
 enum {
