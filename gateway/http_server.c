@@ -60,6 +60,13 @@ struct req_s {
     size_t n_hoffs, cap_hoffs;
     size_t head_bytes;
     bool field_open;              /* a header name is being received */
+    /* Trailers of a chunked body: their own storage, since the head's arena
+     * must not move once the header array points into it. */
+    char *tarena;
+    size_t tarena_len, tarena_cap;
+    hdr_off_t *toffs;
+    size_t n_toffs;
+    rw_http_header_t *trailers;
     bool head_done;
     bool dispatched;              /* the handler has it: only rw_http_res_end frees it */
     bool message_done;            /* the whole request (body included) has been parsed */
@@ -733,10 +740,56 @@ static int head_grow(conn_t *c, req_t *r, size_t n)
     return 0;
 }
 
+static int trailer_span(conn_t *c, req_t *r, const char *at, size_t n, int what)
+{
+    /* what: 0 name bytes, 1 name complete, 2 value bytes, 3 value complete */
+    if (r->tarena_len + n + 1 > c->srv->limits.max_header_bytes)
+        return limit_error(c, 400, "request trailers larger than the limit");
+    if (what == 0 && !r->field_open) {
+        if (r->n_toffs == c->srv->limits.max_headers)
+            return limit_error(c, 400, "too many request trailers");
+        hdr_off_t *t = realloc(r->toffs, (r->n_toffs + 1) * sizeof *t);
+        if (!t)
+            return limit_error(c, 503, "out of memory");
+        r->toffs = t;
+        memset(&t[r->n_toffs], 0, sizeof *t);
+        t[r->n_toffs++].name_off = (uint32_t)r->tarena_len;
+        r->field_open = true;
+    }
+    if (r->tarena_len + n + 1 > r->tarena_cap) {
+        size_t cap = r->tarena_cap ? r->tarena_cap * 2 : 256;
+        while (cap < r->tarena_len + n + 1)
+            cap *= 2;
+        char *a = realloc(r->tarena, cap);
+        if (!a)
+            return limit_error(c, 503, "out of memory");
+        r->tarena = a;
+        r->tarena_cap = cap;
+    }
+    hdr_off_t *t = &r->toffs[r->n_toffs - 1];
+    if (what == 1 || what == 3) {
+        r->tarena[r->tarena_len++] = '\0';
+        if (what == 1) {
+            t->value_off = (uint32_t)r->tarena_len;
+            r->field_open = false;
+        }
+        return 0;
+    }
+    memcpy(r->tarena + r->tarena_len, at, n);
+    r->tarena_len += n;
+    if (what == 0)
+        t->name_len += (uint32_t)n;
+    else
+        t->value_len += (uint32_t)n;
+    return 0;
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     conn_t *c = p->data;
     req_t *r = c->req;
+    if (r->head_done)
+        return trailer_span(c, r, at, n, 0);
     if (head_grow(c, r, n) != 0)
         return HPE_USER;
     if (!r->field_open) {
@@ -768,6 +821,8 @@ static int on_header_field_complete(llhttp_t *p)
 {
     conn_t *c = p->data;
     req_t *r = c->req;
+    if (r->head_done)
+        return trailer_span(c, r, NULL, 0, 1);
     if (arena_terminate(r) != 0)
         return limit_error(c, 503, "out of memory");
     /* The value starts after the name's NUL; it may stay empty. */
@@ -780,6 +835,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     conn_t *c = p->data;
     req_t *r = c->req;
+    if (r->head_done)
+        return trailer_span(c, r, at, n, 2);
     if (head_grow(c, r, n) != 0)
         return HPE_USER;
     if (arena_append(r, at, n) != 0)
@@ -791,6 +848,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
 static int on_header_value_complete(llhttp_t *p)
 {
     conn_t *c = p->data;
+    if (c->req->head_done)
+        return trailer_span(c, c->req, NULL, 0, 3);
     return arena_terminate(c->req) == 0 ? 0 : limit_error(c, 503, "out of memory");
 }
 
@@ -884,6 +943,17 @@ static int on_message_complete(llhttp_t *p)
     conn_t *c = p->data;
     req_t *r = c->req;
     r->message_done = true;
+    if (r->n_toffs && !r->trailers) {
+        r->trailers = calloc(r->n_toffs, sizeof *r->trailers);
+        if (!r->trailers)
+            return limit_error(c, 503, "out of memory");
+        for (size_t i = 0; i < r->n_toffs; i++) {
+            r->trailers[i].name = r->tarena + r->toffs[i].name_off;
+            r->trailers[i].name_len = r->toffs[i].name_len;
+            r->trailers[i].value = r->tarena + r->toffs[i].value_off;
+            r->trailers[i].value_len = r->toffs[i].value_len;
+        }
+    }
     body_finish(r, 0);
     if (c->req != r) {
         /* The handler ended it from the body callback and it was let go. */
@@ -1419,6 +1489,9 @@ static void req_release(req_t *r)
     if (!r->ended || r->pending_writes > 0 || r->conn || r->holds > 0)
         return;
     free(r->whole);
+    free(r->trailers);
+    free(r->toffs);
+    free(r->tarena);
     free(r->pub.headers);
     free(r->hoffs);
     free(r->arena);
@@ -1717,4 +1790,11 @@ void rw_http_respond_error(rw_http_req_t *req, int status, const char *message,
     for (size_t i = 0; i < n_extra && n < 16; i++)
         hs[n++] = extra[i];
     rw_http_respond(req, status, hs, n, body, blen);
+}
+
+const rw_http_header_t *rw_http_req_trailers(const rw_http_req_t *req, size_t *n)
+{
+    const req_t *r = (const req_t *)req;
+    *n = r->trailers ? r->n_toffs : 0;
+    return r->trailers;
 }

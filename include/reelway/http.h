@@ -161,6 +161,13 @@ int rw_http_req_read_body(rw_http_req_t *req, size_t max_bytes, rw_http_body_cb 
 int rw_http_req_body_start(rw_http_req_t *req, const rw_http_body_sink_t *sink,
                            uint64_t max_bytes);
 
+/**
+ * The trailer fields of a chunked request body (arrival order, NUL-terminated
+ * strings), once the body has ended successfully; NULL and *n = 0 otherwise.
+ * Valid until the request ends.
+ */
+const rw_http_header_t *rw_http_req_trailers(const rw_http_req_t *req, size_t *n);
+
 /** Resumes piece delivery after sink->data returned false. */
 void rw_http_req_body_resume(rw_http_req_t *req);
 

@@ -58,8 +58,12 @@ static void on_echo_body(rw_http_req_t *req, int status, const char *body, size_
     }
     char n[32];
     snprintf(n, sizeof n, "%zu", len);
-    rw_http_header_t hs[] = {{"X-Body-Len", 10, n, strlen(n)}};
-    rw_http_respond(req, 200, hs, 1, body, len);
+    rw_http_header_t hs[2] = {{"X-Body-Len", 10, n, strlen(n)}};
+    size_t nt;
+    const rw_http_header_t *tr = rw_http_req_trailers(req, &nt);
+    if (nt == 1)
+        hs[1] = (rw_http_header_t){"X-Got-Trailer", 13, tr[0].value, tr[0].value_len};
+    rw_http_respond(req, 200, hs, nt == 1 ? 2 : 1, body, len);
 }
 
 static void on_slow_timer(uv_timer_t *t)
@@ -346,6 +350,9 @@ static void chunked_request_body(void **state)
     assert_int_equal(rw_test_read_response(fd, &r, false), 0);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "hello world");
+    char v[64];
+    assert_non_null(rw_test_header(&r, "x-got-trailer", v, sizeof v));
+    assert_string_equal(v, "t");
     rw_test_response_free(&r);
     close(fd);
 }
