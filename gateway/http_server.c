@@ -404,7 +404,10 @@ static void on_write(uv_write_t *w, int status)
     req_t *r = wr->req;
     c->write_queued -= wr->len;
     if (r) {
+        /* Held: the callback may end the request (a proxy resuming its
+         * upstream can finish the response right there). */
         r->pending_writes--;
+        r->holds++;
         if (wr->cb)
             wr->cb(&r->pub, status, wr->arg);
     }
@@ -421,8 +424,10 @@ static void on_write(uv_write_t *w, int status)
         else
             conn_arm_timer(c);
     }
-    if (r)
+    if (r) {
+        r->holds--;
         req_release(r);
+    }
 }
 
 /* Queues bufs on the connection. copy_len bytes of inline storage are
@@ -1758,6 +1763,20 @@ void rw_http_res_end(rw_http_req_t *req, const rw_http_header_t *trailers, size_
         c->req = NULL;
         r->conn = NULL;
     }
+    req_release(r);
+}
+
+void rw_http_res_abort(rw_http_req_t *req)
+{
+    req_t *r = (req_t *)req;
+    if (r->ended)
+        return;
+    /* Ended first, so conn_close does not report an abort back to the caller;
+     * the connection's close callback lets go of the request. */
+    r->ended = true;
+    conn_t *c = r->conn;
+    if (c)
+        conn_close(c);
     req_release(r);
 }
 

@@ -203,6 +203,17 @@ size_t rw_http_res_queued(const rw_http_req_t *req);
  */
 void rw_http_res_end(rw_http_req_t *req, const rw_http_header_t *trailers, size_t n_trailers);
 
+/**
+ * Ends the request by closing its connection at once, without finishing the
+ * response: for a response whose status already went out and whose body can
+ * no longer be completed (a proxied upstream that failed mid-body). The
+ * client sees the connection close before the end of the body, never a
+ * terminating chunk. No abort callback runs for this request. Like
+ * rw_http_res_end, it releases the request: do not touch req afterwards, and
+ * do not call rw_http_res_end too.
+ */
+void rw_http_res_abort(rw_http_req_t *req);
+
 /** Answers the whole response at once and ends the request. */
 void rw_http_respond(rw_http_req_t *req, int status, const rw_http_header_t *headers,
                      size_t n_headers, const char *body, size_t len);
