@@ -251,8 +251,10 @@ static void on_echo_end(rw_http_req_t *req, int status)
     job_t *job = req->data;
     if (status != 0)
         return;
-    char n[32];
-    snprintf(n, sizeof n, "%llu", (unsigned long long)job->seen);
+    /* The request's headers stay valid until it ends, trailers or not. */
+    const char *host = rw_http_req_header(req, "host");
+    char n[64];
+    snprintf(n, sizeof n, "%llu host=%s", (unsigned long long)job->seen, host ? host : "?");
     rw_http_header_t tr[] = {{"X-Body-Len", 10, n, strlen(n)}};
     job->ended = true;
     rw_http_res_end(req, tr, 1);
@@ -798,15 +800,36 @@ static void chunked_both_ways_with_trailers(void **state)
     int fd = rw_test_connect(fx->front_port);
     assert_true(fd >= 0);
     const char req[] = "POST /p/echo-chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       "5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n";
+                       "5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Client-Sum: 11\r\nX-Client-More: yes\r\n\r\n";
     assert_int_equal(rw_test_send(fd, req, sizeof req - 1), 0);
     rw_test_response_t r;
     assert_int_equal(rw_test_read_response(fd, &r, false), 0);
     assert_int_equal(r.status, 200);
     assert_true(r.chunked);
     assert_string_equal(r.body, "hello world");
-    assert_non_null(strstr(r.trailers, "X-Body-Len: 11\r\n"));
+    char want_len[64];
+    snprintf(want_len, sizeof want_len, "X-Body-Len: 11 host=127.0.0.1:%d\r\n", fx->up_port);
+    assert_non_null(strstr(r.trailers, want_len));
     rw_test_response_free(&r);
+
+    /* The same straight to the upstream server, whose request then ends with
+     * trailers of its own: its headers must survive them. */
+    int ufd = rw_test_connect(fx->up_port);
+    assert_true(ufd >= 0);
+    static char direct[8192];
+    char big[4001];
+    memset(big, 'v', 4000);
+    big[4000] = '\0';
+    int dn = snprintf(direct, sizeof direct,
+                      "POST /echo-chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "5\r\nhello\r\n6\r\n world\r\n0\r\nX-Big: %s\r\n\r\n", big);
+    assert_int_equal(rw_test_send(ufd, direct, (size_t)dn), 0);
+    assert_int_equal(rw_test_read_response(ufd, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "hello world");
+    assert_non_null(strstr(r.trailers, "X-Body-Len: 11 host=x\r\n"));
+    rw_test_response_free(&r);
+    close(ufd);
 
     /* A chunked download with a checksum trailer, on the same connection. */
     const char req2[] = "GET /p/chunked-download?size=300000 HTTP/1.1\r\nHost: x\r\n\r\n";
