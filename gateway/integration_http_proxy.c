@@ -150,8 +150,11 @@ static void on_client_body_end(rw_http_req_t *req, int status)
 {
     xchg_t *x = req->data;
     if (status == 0) {
+        /* A chunked body's trailers go up with its last chunk. */
+        size_t n = 0;
+        const rw_http_header_t *trailers = rw_http_req_trailers(req, &n);
         if (!x->up_done)
-            rw_http_creq_end(x->up, NULL, 0);
+            rw_http_creq_end(x->up, trailers, n);
         return;
     }
     /* The client's body failed: a disconnect (the abort callback follows and

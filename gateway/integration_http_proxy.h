@@ -15,7 +15,8 @@
  * headers it names, Keep-Alive, Transfer-Encoding, TE, Trailer, Upgrade,
  * Proxy-*; nor the request's Expect (100-continue is answered by our server)
  * and Content-Length (each side frames its own body), nor the upstream's
- * Date (our server sets its own).
+ * Date (our server sets its own). A chunked body stays chunked, its
+ * trailers included, both ways; a sized one keeps its length.
  *
  * Failures, as API Gateway answers them (a JSON body {"message": ...}):
  *

@@ -253,8 +253,13 @@ static void on_echo_end(rw_http_req_t *req, int status)
         return;
     /* The request's headers stay valid until it ends, trailers or not. */
     const char *host = rw_http_req_header(req, "host");
-    char n[64];
-    snprintf(n, sizeof n, "%llu host=%s", (unsigned long long)job->seen, host ? host : "?");
+    char n[128];
+    size_t k = (size_t)snprintf(n, sizeof n, "%llu host=%s", (unsigned long long)job->seen,
+                                host ? host : "?");
+    size_t nt = 0;
+    const rw_http_header_t *tr_in = rw_http_req_trailers(req, &nt);
+    for (size_t i = 0; i < nt && k < sizeof n; i++)
+        k += (size_t)snprintf(n + k, sizeof n - k, " %s=%.20s", tr_in[i].name, tr_in[i].value);
     rw_http_header_t tr[] = {{"X-Body-Len", 10, n, strlen(n)}};
     job->ended = true;
     rw_http_res_end(req, tr, 1);
@@ -807,8 +812,10 @@ static void chunked_both_ways_with_trailers(void **state)
     assert_int_equal(r.status, 200);
     assert_true(r.chunked);
     assert_string_equal(r.body, "hello world");
-    char want_len[64];
-    snprintf(want_len, sizeof want_len, "X-Body-Len: 11 host=127.0.0.1:%d\r\n", fx->up_port);
+    char want_len[128];
+    /* The client's trailers reached the upstream. */
+    snprintf(want_len, sizeof want_len,
+             "X-Body-Len: 11 host=127.0.0.1:%d X-Client-Sum=11 X-Client-More=yes\r\n", fx->up_port);
     assert_non_null(strstr(r.trailers, want_len));
     rw_test_response_free(&r);
 
@@ -827,7 +834,7 @@ static void chunked_both_ways_with_trailers(void **state)
     assert_int_equal(rw_test_read_response(ufd, &r, false), 0);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "hello world");
-    assert_non_null(strstr(r.trailers, "X-Body-Len: 11 host=x\r\n"));
+    assert_non_null(strstr(r.trailers, "X-Body-Len: 11 host=x X-Big=vvvvvvvvvvvvvvvvvvvv\r\n"));
     rw_test_response_free(&r);
     close(ufd);
 
