@@ -624,18 +624,34 @@ static void check_globals(ctx_t *c, const node_t *g)
     if (fg && rw__template_get_map(c, fg, "Globals.Function")) {
         rw__template_check_keys(c, fg, "Globals.Function", function_global_keys,
                                 function_unsupported);
-        c->globals_function = fg;
         rw_tpl_function_t scratch = {0};
         load_function_props(c, &scratch, rw__template_merge(c, fg, NULL, function_global_keys),
                             true);
     }
     const node_t *ag = rw__template_map_get(g, "Api");
-    if (ag && rw__template_get_map(c, ag, "Globals.Api"))
-        c->globals_api = ag;
+    if (ag)
+        rw__template_get_map(c, ag, "Globals.Api");
     const node_t *hg = rw__template_map_get(g, "HttpApi");
-    if (hg && rw__template_get_map(c, hg, "Globals.HttpApi"))
-        c->globals_http_api = hg;
+    if (hg)
+        rw__template_get_map(c, hg, "Globals.HttpApi");
     rw__template_check_api_globals(c);
+}
+
+/* Finds the Globals sections before anything reads them (pass 1 needs Api's). */
+static void find_globals(ctx_t *c, const node_t *g)
+{
+    const node_t *s;
+    if (!g || g->kind != RW__TPL_MAP || rw__template_is_intrinsic(g))
+        return;
+    if ((s = rw__template_map_get(g, "Function")) && s->kind == RW__TPL_MAP &&
+        !rw__template_is_intrinsic(s))
+        c->globals_function = s;
+    if ((s = rw__template_map_get(g, "Api")) && s->kind == RW__TPL_MAP &&
+        !rw__template_is_intrinsic(s))
+        c->globals_api = s;
+    if ((s = rw__template_map_get(g, "HttpApi")) && s->kind == RW__TPL_MAP &&
+        !rw__template_is_intrinsic(s))
+        c->globals_http_api = s;
 }
 
 /* ---- functions ------------------------------------------------------------------ */
@@ -1403,6 +1419,14 @@ static void check_resource_attributes(ctx_t *c, const node_t *resources)
                                                    "template",
                                            ids[j]);
         }
+        /* Buckets and APIs read their Metadata.Reelway; the others have none. */
+        int si = rw__template_sym_find(c, k->str);
+        if (si >= 0 && c->syms[si].key == k && c->syms[si].type != SYM_OTHER &&
+            c->syms[si].type != SYM_BUCKET && c->syms[si].type != SYM_REST_API &&
+            c->syms[si].type != SYM_HTTP_API) {
+            static const char *const none[] = {NULL};
+            reelway_metadata(c, &c->syms[si], none);
+        }
         const node_t *v;
         if ((v = rw__template_map_get(r, "DeletionPolicy")))
             rw__template_get_enum(c, v, "DeletionPolicy", policies, false);
@@ -1492,6 +1516,7 @@ static void load_all(ctx_t *c, const char *data, size_t len)
     c->root = root;
     check_top(c, root);
     load_parameters(c, rw__template_map_get(root, "Parameters"));
+    find_globals(c, rw__template_map_get(root, "Globals"));
     const node_t *resources = rw__template_map_get(root, "Resources");
     if (!resources) {
         rw__template_error_at(c, 1, 1, "Resources is required");

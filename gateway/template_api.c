@@ -1181,9 +1181,15 @@ static void load_mock(ctx_t *c, rw_tpl_route_t *r, const node_t *integ)
         return;
     const node_t *def = rw__template_map_get(resps, "default");
     if (resps->count != 1 || !def) {
-        rw__template_error(c, rw__template_where(resps), "responses: reelway's MOCK integration "
-                                                         "serves exactly one response, named "
-                                                         "default");
+        const node_t *extra = resps->count ? MAP_KEY(resps, 0) : rw__template_where(resps);
+        for (size_t i = 0; i < resps->count; i++)
+            if (MAP_KEY(resps, i)->kind != RW__TPL_SCALAR ||
+                strcmp(MAP_KEY(resps, i)->str, "default") != 0) {
+                extra = MAP_KEY(resps, i);
+                break;
+            }
+        rw__template_error(c, extra, "responses: reelway's MOCK integration serves exactly one "
+                                     "response, named default");
         return;
     }
     if (!rw__template_get_map(c, def, "responses.default"))
@@ -1911,7 +1917,7 @@ static void check_api_routes(ctx_t *c, rw_tpl_api_t *a)
                                                        !streq(x->name, y->name));
             if (clash)
                 rw__template_error_at(c, y->route->line, y->route->col,
-                                      "route %s: {%s%s} at %s/ clashes with {%s%s} of route %s "
+                                      "route %s: {%s%s} at %s clashes with {%s%s} of route %s "
                                       "(one variable name per path position)",
                                       y->route->route_key, y->name, y->greedy ? "+" : "",
                                       y->prefix, x->name, x->greedy ? "+" : "",

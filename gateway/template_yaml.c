@@ -463,6 +463,7 @@ const node_t *rw__template_parse_yaml(ctx_t *c, const char *data, size_t len)
         case YAML_ALIAS_EVENT:
             made = new_node(c, RW__TPL_SCALAR, &ev->start_mark);
             made->str = "";
+            made->quoted = true; /* a placeholder: the alias is the one problem here */
             rw__template_error(c, made, "YAML aliases (*%.64s) are not supported "
                                         "(CloudFormation rejects them)",
                                (const char *)ev->data.alias.anchor);
