@@ -36,8 +36,7 @@ static bool is_alnum_str(const char *s)
 /* dir + rel, with "." and ".." resolved lexically (the path need not exist). */
 static char *join_path(ctx_t *c, const char *dir, const char *rel)
 {
-    const char *joined =
-        rel[0] == '/' ? rel : rw__template_printf(c->scratch, "%s/%s", dir, rel);
+    const char *joined = rel[0] == '/' ? rel : rw__template_printf(c->scratch, "%s/%s", dir, rel);
     size_t n = strlen(joined);
     char *out = rw__template_alloc(c->scratch, n + 2);
     size_t len = 0;
@@ -71,16 +70,16 @@ static char *join_path(ctx_t *c, const char *dir, const char *rel)
 /* ---- parameters ----------------------------------------------------------------- */
 
 static const char *const param_keys[] = {
-    "Type",      "Default",  "AllowedValues", "AllowedPattern", "MinLength", "MaxLength",
-    "MinValue",  "MaxValue", "Description",   "ConstraintDescription", "NoEcho", NULL};
+    "Type",     "Default",  "AllowedValues", "AllowedPattern",        "MinLength", "MaxLength",
+    "MinValue", "MaxValue", "Description",   "ConstraintDescription", "NoEcho",    NULL};
 
 static bool literal_scalar(ctx_t *c, const node_t *n, const char *what, const char **out)
 {
     if (n->kind != RW__TPL_SCALAR || n->tag || rw__template_is_null(n)) {
         rw__template_error(c, n, "%s: expected a literal value, got %s", what,
-                           n->tag                     ? "an intrinsic function"
+                           n->tag                    ? "an intrinsic function"
                            : rw__template_is_null(n) ? "null"
-                                                      : rw__template_kind_name(n));
+                                                     : rw__template_kind_name(n));
         return false;
     }
     *out = n->str;
@@ -120,7 +119,8 @@ static bool check_param_value(ctx_t *c, const rw_tpl_param_t *p, const node_t *a
     size_t len = strlen(value);
     if ((p->min_length >= 0 && (long)len < p->min_length) ||
         (p->max_length >= 0 && (long)len > p->max_length)) {
-        rw__template_error(c, at, "%s for parameter %s: its length %zu is outside MinLength/MaxLength",
+        rw__template_error(c, at,
+                           "%s for parameter %s: its length %zu is outside MinLength/MaxLength",
                            source, p->name, len);
         return false;
     }
@@ -139,8 +139,9 @@ static bool check_param_value(ctx_t *c, const rw_tpl_param_t *p, const node_t *a
             int rc = regexec(&rx, value, 0, NULL, 0);
             regfree(&rx);
             if (rc != 0) {
-                rw__template_error(c, at, "%s for parameter %s: '%.64s' does not match "
-                                          "AllowedPattern",
+                rw__template_error(c, at,
+                                   "%s for parameter %s: '%.64s' does not match "
+                                   "AllowedPattern",
                                    source, p->name, shown);
                 return false;
             }
@@ -166,8 +167,9 @@ static void load_parameters(ctx_t *c, const node_t *params)
             if (k->kind != RW__TPL_SCALAR)
                 continue;
             if (!is_alnum_str(k->str) || strlen(k->str) > 255) {
-                rw__template_error(c, k, "parameter name '%.64s' must be 1 to 255 letters and "
-                                         "digits",
+                rw__template_error(c, k,
+                                   "parameter name '%.64s' must be 1 to 255 letters and "
+                                   "digits",
                                    k->str);
                 continue;
             }
@@ -192,8 +194,9 @@ static void load_parameters(ctx_t *c, const node_t *params)
                 else if (streq(s, "Number"))
                     p->type = RW_TPL_PARAM_NUMBER;
                 else {
-                    rw__template_error(c, n, "parameter Type %.64s is not supported by reelway "
-                                             "(String, Number)",
+                    rw__template_error(c, n,
+                                       "parameter Type %.64s is not supported by reelway "
+                                       "(String, Number)",
                                        s);
                     ok = false;
                 }
@@ -248,22 +251,24 @@ static void load_parameters(ctx_t *c, const node_t *params)
                     ok = false;
             }
             if ((n = rw__template_map_get(v, "MinValue"))) {
-                p->has_min_value = rw__template_get_double(c, n, "MinValue", -1e300, 1e300,
-                                                           &p->min_value);
+                p->has_min_value =
+                    rw__template_get_double(c, n, "MinValue", -1e300, 1e300, &p->min_value);
                 ok = ok && p->has_min_value;
             }
             if ((n = rw__template_map_get(v, "MaxValue"))) {
-                p->has_max_value = rw__template_get_double(c, n, "MaxValue", -1e300, 1e300,
-                                                           &p->max_value);
+                p->has_max_value =
+                    rw__template_get_double(c, n, "MaxValue", -1e300, 1e300, &p->max_value);
                 ok = ok && p->has_max_value;
             }
             if (p->type == RW_TPL_PARAM_STRING && (p->has_min_value || p->has_max_value))
-                rw__template_error(c, k, "parameter %s: MinValue/MaxValue apply to Number "
-                                         "parameters",
+                rw__template_error(c, k,
+                                   "parameter %s: MinValue/MaxValue apply to Number "
+                                   "parameters",
                                    p->name);
             if (p->type == RW_TPL_PARAM_NUMBER && (p->min_length >= 0 || p->max_length >= 0))
-                rw__template_error(c, k, "parameter %s: MinLength/MaxLength apply to String "
-                                         "parameters",
+                rw__template_error(c, k,
+                                   "parameter %s: MinLength/MaxLength apply to String "
+                                   "parameters",
                                    p->name);
             if (ok && p->default_value &&
                 check_param_value(c, p, rw__template_map_get(v, "Default"), "Default",
@@ -283,8 +288,9 @@ static void load_parameters(ctx_t *c, const node_t *params)
         while (j < t->param_count && !streq(t->params[j].name, o->name))
             j++;
         if (j == t->param_count) {
-            rw__template_error_at(c, 0, 0, "parameter override %.64s: the template has no such "
-                                           "parameter",
+            rw__template_error_at(c, 0, 0,
+                                  "parameter override %.64s: the template has no such "
+                                  "parameter",
                                   o->name);
             continue;
         }
@@ -297,14 +303,14 @@ static void load_parameters(ctx_t *c, const node_t *params)
     for (size_t j = 0; j < t->param_count; j++) {
         rw_tpl_param_t *p = &t->params[j];
         if (!p->default_value && !p->overridden)
-            rw__template_error(c, decl[j], "parameter %s has no Default and no value was given "
-                                           "(reelway runs the template as it is: give a Default)",
+            rw__template_error(c, decl[j],
+                               "parameter %s has no Default and no value was given "
+                               "(reelway runs the template as it is: give a Default)",
                                p->name);
     }
     c->params_sorted_count = t->param_count;
-    c->params_sorted = t->param_count
-                           ? rw__template_alloc(c->scratch, t->param_count * sizeof(void *))
-                           : NULL;
+    c->params_sorted =
+        t->param_count ? rw__template_alloc(c->scratch, t->param_count * sizeof(void *)) : NULL;
     for (size_t j = 0; j < t->param_count; j++)
         c->params_sorted[j] = &t->params[j];
     if (t->param_count)
@@ -318,20 +324,18 @@ typedef struct type_entry_s {
     rw__template_sym_type_t type;
 } type_entry_t;
 
-static const type_entry_t resource_types[] = {
-    {"AWS::Serverless::Function", SYM_FUNCTION},
-    {"AWS::Serverless::Api", SYM_REST_API},
-    {"AWS::Serverless::HttpApi", SYM_HTTP_API},
-    {"AWS::S3::Bucket", SYM_BUCKET},
-    {"AWS::SQS::Queue", SYM_QUEUE},
-    {"AWS::ApiGateway::ApiKey", SYM_API_KEY},
-    {"AWS::ApiGateway::UsagePlan", SYM_USAGE_PLAN},
-    {"AWS::ApiGateway::UsagePlanKey", SYM_USAGE_PLAN_KEY},
-    {NULL, SYM_OTHER}};
+static const type_entry_t resource_types[] = {{"AWS::Serverless::Function", SYM_FUNCTION},
+                                              {"AWS::Serverless::Api", SYM_REST_API},
+                                              {"AWS::Serverless::HttpApi", SYM_HTTP_API},
+                                              {"AWS::S3::Bucket", SYM_BUCKET},
+                                              {"AWS::SQS::Queue", SYM_QUEUE},
+                                              {"AWS::ApiGateway::ApiKey", SYM_API_KEY},
+                                              {"AWS::ApiGateway::UsagePlan", SYM_USAGE_PLAN},
+                                              {"AWS::ApiGateway::UsagePlanKey", SYM_USAGE_PLAN_KEY},
+                                              {NULL, SYM_OTHER}};
 
-static const char *const resource_keys[] = {"Type",      "Properties",     "Metadata",
-                                            "DependsOn", "DeletionPolicy", "UpdateReplacePolicy",
-                                            NULL};
+static const char *const resource_keys[] = {
+    "Type", "Properties", "Metadata", "DependsOn", "DeletionPolicy", "UpdateReplacePolicy", NULL};
 static const rw__template_unsupported_t resource_unsupported[] = {
     {"Condition", "conditions are not supported"},
     {"CreationPolicy", "creation signals do not apply"},
@@ -409,7 +413,8 @@ static const node_t *needs_implicit_api(ctx_t *c, const node_t *resources, const
         const node_t *ty = rw__template_map_get(r, "Type");
         if (!ty || ty->kind != RW__TPL_SCALAR || !streq(ty->str, "AWS::Serverless::Function"))
             continue;
-        const node_t *events = rw__template_map_get(rw__template_map_get(r, "Properties"), "Events");
+        const node_t *events =
+            rw__template_map_get(rw__template_map_get(r, "Properties"), "Events");
         for (size_t j = 0; events && events->kind == RW__TPL_MAP && j < events->count; j++) {
             const node_t *ev = MAP_VAL(events, j);
             const node_t *et = rw__template_map_get(ev, "Type");
@@ -427,8 +432,8 @@ static void declare_resources(ctx_t *c, const node_t *resources)
     rw_template_t *t = c->tpl;
     for (size_t i = 0; i < resources->count; i++) {
         const node_t *k = MAP_KEY(resources, i), *r = MAP_VAL(resources, i);
-        if (k->kind != RW__TPL_SCALAR)
-            continue;
+        if (k->kind != RW__TPL_SCALAR || rw__template_map_get(resources, k->str) != r)
+            continue; /* a duplicate logical id, reported as a duplicate key */
         if (!is_alnum_str(k->str) || strlen(k->str) > 255)
             rw__template_error(c, k, "logical id '%.64s' must be 1 to 255 letters and digits",
                                k->str);
@@ -470,10 +475,10 @@ static void declare_resources(ctx_t *c, const node_t *resources)
             q->name = rw__template_keep(c, k->str);
             const char *qn = quiet_name(c, props, "QueueName");
             q->queue_name = rw__template_keep(c, qn ? qn : k->str);
-            q->arn = rw__template_printf(c->arena, "arn:aws:sqs:%s:%s:%s", t->region,
+            q->arn = rw__template_printf(c->arena, "arn:aws:sqs:%s:%s:%s", t->region, t->account_id,
+                                         q->queue_name);
+            q->url = rw__template_printf(c->arena, "https://sqs.%s.amazonaws.com/%s/%s", t->region,
                                          t->account_id, q->queue_name);
-            q->url = rw__template_printf(c->arena, "https://sqs.%s.amazonaws.com/%s/%s",
-                                         t->region, t->account_id, q->queue_name);
             q->dead_letter_queue = -1;
             q->line = k->line;
             q->col = k->col;
@@ -528,8 +533,9 @@ static void declare_resources(ctx_t *c, const node_t *resources)
                 streq(MAP_KEY(resources, j)->str, implicit[i].id))
                 clash = MAP_KEY(resources, j);
         if (clash) {
-            rw__template_error(c, clash, "%s is the logical id SAM gives the implicit API of "
-                                         "events with no %s (as at line %d): rename this resource",
+            rw__template_error(c, clash,
+                               "%s is the logical id SAM gives the implicit API of "
+                               "events with no %s (as at line %d): rename this resource",
                                implicit[i].id, implicit[i].prop, ev->line);
             continue;
         }
@@ -546,25 +552,47 @@ static void declare_resources(ctx_t *c, const node_t *resources)
     for (size_t j = 0; j < t->param_count; j++) {
         int si = rw__template_sym_find(c, t->params[j].name);
         if (si >= 0 && c->syms[si].key)
-            rw__template_error(c, c->syms[si].key, "logical id %s is also the name of a "
-                                                   "parameter",
+            rw__template_error(c, c->syms[si].key,
+                               "logical id %s is also the name of a "
+                               "parameter",
                                c->syms[si].id);
     }
 }
 
 /* ---- Globals ------------------------------------------------------------------------ */
 
-static const char *const function_global_keys[] = {
-    "Handler",  "Runtime",       "CodeUri",     "Description",
-    "MemorySize", "Timeout",     "Environment", "Architectures",
-    "ReservedConcurrentExecutions", "ProvisionedConcurrencyConfig", "AutoPublishAlias",
-    "EventInvokeConfig", "DeadLetterQueue", "Tags", NULL};
+static const char *const function_global_keys[] = {"Handler",
+                                                   "Runtime",
+                                                   "CodeUri",
+                                                   "Description",
+                                                   "MemorySize",
+                                                   "Timeout",
+                                                   "Environment",
+                                                   "Architectures",
+                                                   "ReservedConcurrentExecutions",
+                                                   "ProvisionedConcurrencyConfig",
+                                                   "AutoPublishAlias",
+                                                   "EventInvokeConfig",
+                                                   "DeadLetterQueue",
+                                                   "Tags",
+                                                   NULL};
 
-static const char *const function_keys[] = {
-    "Handler",  "Runtime",       "CodeUri",     "Description",
-    "MemorySize", "Timeout",     "Environment", "Architectures",
-    "ReservedConcurrentExecutions", "ProvisionedConcurrencyConfig", "AutoPublishAlias",
-    "EventInvokeConfig", "DeadLetterQueue", "Tags", "Events", NULL};
+static const char *const function_keys[] = {"Handler",
+                                            "Runtime",
+                                            "CodeUri",
+                                            "Description",
+                                            "MemorySize",
+                                            "Timeout",
+                                            "Environment",
+                                            "Architectures",
+                                            "ReservedConcurrentExecutions",
+                                            "ProvisionedConcurrencyConfig",
+                                            "AutoPublishAlias",
+                                            "EventInvokeConfig",
+                                            "DeadLetterQueue",
+                                            "Tags",
+                                            "Events",
+                                            NULL};
 
 static const rw__template_unsupported_t function_unsupported[] = {
     {"Policies", "IAM is not modeled: a function runs with the gateway's own rights"},
@@ -609,8 +637,7 @@ static const rw__template_unsupported_t globals_unsupported[] = {
     {"CapacityProvider", "capacity providers are not supported"},
     {NULL, NULL}};
 
-static void load_function_props(ctx_t *c, rw_tpl_function_t *f, const node_t *props,
-                                bool globals);
+static void load_function_props(ctx_t *c, rw_tpl_function_t *f, const node_t *props, bool globals);
 
 void rw__template_check_api_globals(ctx_t *c);
 
@@ -656,13 +683,27 @@ static void find_globals(ctx_t *c, const node_t *g)
 
 /* ---- functions ------------------------------------------------------------------ */
 
-static const char *const reserved_env[] = {
-    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_EXECUTION_ENV", "AWS_LAMBDA_FUNCTION_NAME",
-    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
-    "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
-    "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "AWS_XRAY_CONTEXT_MISSING",
-    "AWS_XRAY_DAEMON_ADDRESS", "_HANDLER", "_X_AMZN_TRACE_ID", NULL};
+static const char *const reserved_env[] = {"AWS_REGION",
+                                           "AWS_DEFAULT_REGION",
+                                           "AWS_EXECUTION_ENV",
+                                           "AWS_LAMBDA_FUNCTION_NAME",
+                                           "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                                           "AWS_LAMBDA_FUNCTION_VERSION",
+                                           "AWS_LAMBDA_INITIALIZATION_TYPE",
+                                           "AWS_LAMBDA_LOG_GROUP_NAME",
+                                           "AWS_LAMBDA_LOG_STREAM_NAME",
+                                           "AWS_ACCESS_KEY",
+                                           "AWS_ACCESS_KEY_ID",
+                                           "AWS_SECRET_ACCESS_KEY",
+                                           "AWS_SESSION_TOKEN",
+                                           "AWS_LAMBDA_RUNTIME_API",
+                                           "LAMBDA_TASK_ROOT",
+                                           "LAMBDA_RUNTIME_DIR",
+                                           "AWS_XRAY_CONTEXT_MISSING",
+                                           "AWS_XRAY_DAEMON_ADDRESS",
+                                           "_HANDLER",
+                                           "_X_AMZN_TRACE_ID",
+                                           NULL};
 
 static bool env_name_ok(const char *s)
 {
@@ -692,15 +733,17 @@ static void load_environment(ctx_t *c, rw_tpl_function_t *f, const node_t *env)
             continue;
         bool ok = true;
         if (!env_name_ok(k->str)) {
-            rw__template_error(c, k, "environment variable name '%.64s' must match "
-                                     "[a-zA-Z][a-zA-Z0-9_]+",
+            rw__template_error(c, k,
+                               "environment variable name '%.64s' must match "
+                               "[a-zA-Z][a-zA-Z0-9_]+",
                                k->str);
             ok = false;
         }
         for (size_t j = 0; reserved_env[j] && ok; j++)
             if (streq(k->str, reserved_env[j])) {
-                rw__template_error(c, k, "environment variable %s is reserved: the runtime sets "
-                                         "it",
+                rw__template_error(c, k,
+                                   "environment variable %s is reserved: the runtime sets "
+                                   "it",
                                    k->str);
                 ok = false;
             }
@@ -720,8 +763,9 @@ static void load_environment(ctx_t *c, rw_tpl_function_t *f, const node_t *env)
         kv->value = rw__template_keep(c, s);
     }
     if (total > 4096)
-        rw__template_error(c, rw__template_where(vars), "Environment.Variables: %zu bytes in "
-                                                         "all, more than Lambda's 4 KB",
+        rw__template_error(c, rw__template_where(vars),
+                           "Environment.Variables: %zu bytes in "
+                           "all, more than Lambda's 4 KB",
                            total);
 }
 
@@ -741,8 +785,9 @@ static int queue_destination(ctx_t *c, const node_t *dest, const char *what)
     }
     const node_t *d = rw__template_map_get(dest, "Destination");
     if (!d) {
-        rw__template_error(c, rw__template_where(dest), "%s: Destination is required (reelway "
-                                                         "does not create queues implicitly)",
+        rw__template_error(c, rw__template_where(dest),
+                           "%s: Destination is required (reelway "
+                           "does not create queues implicitly)",
                            what);
         return -1;
     }
@@ -779,8 +824,8 @@ static void load_event_invoke_config(ctx_t *c, rw_tpl_function_t *f, const node_
 
 static bool python_version_ok(const char *rt)
 {
-    static const char *const ok[] = {"python3.9", "python3.10", "python3.11", "python3.12",
-                                     "python3.13", NULL};
+    static const char *const ok[] = {"python3.9",  "python3.10", "python3.11",
+                                     "python3.12", "python3.13", NULL};
     for (size_t i = 0; ok[i]; i++)
         if (streq(rt, ok[i]))
             return true;
@@ -788,8 +833,7 @@ static bool python_version_ok(const char *rt)
 }
 
 /* Reads the properties of a function (or of Globals.Function when globals). */
-static void load_function_props(ctx_t *c, rw_tpl_function_t *f, const node_t *props,
-                                bool globals)
+static void load_function_props(ctx_t *c, rw_tpl_function_t *f, const node_t *props, bool globals)
 {
     const char *where = globals ? "Globals.Function" : "AWS::Serverless::Function";
     const node_t *v;
@@ -816,16 +860,18 @@ static void load_function_props(ctx_t *c, rw_tpl_function_t *f, const node_t *pr
         else if (streq(s, "nodejs20.x"))
             f->runtime_kind = RW_TPL_RUNTIME_NODEJS;
         else {
-            rw__template_error(c, rt, "Runtime %.64s is not supported by reelway (provided, "
-                                      "provided.al2023, python3.9 to python3.13, nodejs20.x)",
+            rw__template_error(c, rt,
+                               "Runtime %.64s is not supported by reelway (provided, "
+                               "provided.al2023, python3.9 to python3.13, nodejs20.x)",
                                s);
             runtime_ok = false;
         }
         if (runtime_ok)
             f->runtime = rw__template_keep(c, s);
     } else if (!rt && !globals) {
-        rw__template_error(c, rw__template_where(props), "%s %s: Runtime is required (here or in "
-                                                         "Globals.Function)",
+        rw__template_error(c, rw__template_where(props),
+                           "%s %s: Runtime is required (here or in "
+                           "Globals.Function)",
                            where, f->name);
     }
 
@@ -843,19 +889,21 @@ static void load_function_props(ctx_t *c, rw_tpl_function_t *f, const node_t *pr
             f->handler = rw__template_keep(c, s);
         }
     } else if (!h && !globals && runtime_ok && f->runtime_kind != RW_TPL_RUNTIME_PROVIDED) {
-        rw__template_error(c, rw__template_where(props), "%s %s: Handler is required for %s",
-                           where, f->name, f->runtime);
+        rw__template_error(c, rw__template_where(props), "%s %s: Handler is required for %s", where,
+                           f->name, f->runtime);
     }
 
     const node_t *cu = rw__template_map_get(props, "CodeUri");
     if (cu) {
         if (cu->kind == RW__TPL_MAP && !rw__template_is_intrinsic(cu)) {
-            rw__template_error(c, cu, "CodeUri: S3 locations are not supported: give a path "
-                                      "relative to the template");
+            rw__template_error(c, cu,
+                               "CodeUri: S3 locations are not supported: give a path "
+                               "relative to the template");
         } else if (rw__template_get_str(c, cu, "CodeUri", &s)) {
             if (strncmp(s, "s3://", 5) == 0 || strstr(s, "://"))
-                rw__template_error(c, cu, "CodeUri: '%.64s' is a URL; reelway needs a path "
-                                          "relative to the template",
+                rw__template_error(c, cu,
+                                   "CodeUri: '%.64s' is a URL; reelway needs a path "
+                                   "relative to the template",
                                    s);
             else if (!*s)
                 rw__template_error(c, cu, "CodeUri: empty path");
@@ -871,8 +919,9 @@ static void load_function_props(ctx_t *c, rw_tpl_function_t *f, const node_t *pr
             }
         }
     } else if (!globals) {
-        rw__template_error(c, rw__template_where(props), "%s %s: CodeUri is required (here or in "
-                                                         "Globals.Function)",
+        rw__template_error(c, rw__template_where(props),
+                           "%s %s: CodeUri is required (here or in "
+                           "Globals.Function)",
                            where, f->name);
     }
 
@@ -892,12 +941,12 @@ static void load_function_props(ctx_t *c, rw_tpl_function_t *f, const node_t *pr
         size_t n;
         if (rw__template_get_strs(c, v, "Architectures", false, &archs, &n)) {
             if (n != 1)
-                rw__template_error(c, v, "Architectures: give exactly one (x86_64 or arm64), not "
-                                         "%zu",
+                rw__template_error(c, v,
+                                   "Architectures: give exactly one (x86_64 or arm64), not "
+                                   "%zu",
                                    n);
             else if (!streq(archs[0], "x86_64") && !streq(archs[0], "arm64"))
-                rw__template_error(c, v, "Architectures: '%.32s' is not x86_64 or arm64",
-                                   archs[0]);
+                rw__template_error(c, v, "Architectures: '%.32s' is not x86_64 or arm64", archs[0]);
             else
                 f->architecture = archs[0];
         }
@@ -917,12 +966,14 @@ static void load_function_props(ctx_t *c, rw_tpl_function_t *f, const node_t *pr
     const node_t *apa = rw__template_map_get(props, "AutoPublishAlias");
     if (apa && rw__template_get_str(c, apa, "AutoPublishAlias", &s)) {
         size_t n = strlen(s);
-        bool ok = n > 0 && n <= 128 && strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW"
-                                                 "XYZ0123456789-_") == n &&
+        bool ok = n > 0 && n <= 128 &&
+                  strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW"
+                            "XYZ0123456789-_") == n &&
                   strspn(s, "0123456789") != n;
         if (!ok)
-            rw__template_error(c, apa, "AutoPublishAlias: '%.64s' must be letters, digits, - and _ "
-                                       "(not only digits)",
+            rw__template_error(c, apa,
+                               "AutoPublishAlias: '%.64s' must be letters, digits, - and _ "
+                               "(not only digits)",
                                s);
         else
             f->auto_publish_alias = rw__template_keep(c, s);
@@ -949,12 +1000,14 @@ static void load_function_props(ctx_t *c, rw_tpl_function_t *f, const node_t *pr
     if (globals)
         return;
     if (f->provisioned_concurrency > 0 && !f->auto_publish_alias)
-        rw__template_error(c, pc, "ProvisionedConcurrencyConfig requires AutoPublishAlias (as in "
-                                  "SAM)");
+        rw__template_error(c, pc,
+                           "ProvisionedConcurrencyConfig requires AutoPublishAlias (as in "
+                           "SAM)");
     if (f->provisioned_concurrency > 0 && f->reserved_concurrency >= 0 &&
         f->provisioned_concurrency > f->reserved_concurrency)
-        rw__template_error(c, pc, "ProvisionedConcurrentExecutions (%d) exceeds "
-                                  "ReservedConcurrentExecutions (%d)",
+        rw__template_error(c, pc,
+                           "ProvisionedConcurrentExecutions (%d) exceeds "
+                           "ReservedConcurrentExecutions (%d)",
                            f->provisioned_concurrency, f->reserved_concurrency);
 }
 
@@ -982,9 +1035,9 @@ static void load_function_events(ctx_t *c, const rw__template_sym_t *s)
 {
     static const char *const event_keys[] = {"Type", "Properties", NULL};
     static const char *const unsupported_types[] = {
-        "SNS", "Kinesis", "DynamoDB", "CloudWatchEvent", "EventBridgeRule", "IoTRule",
-        "AlexaSkill", "Cognito", "CloudWatchLogs", "MSK", "MQ", "SelfManagedKafka",
-        "ScheduleV2", "DocumentDB", NULL};
+        "SNS",     "Kinesis",          "DynamoDB",   "CloudWatchEvent", "EventBridgeRule",
+        "IoTRule", "AlexaSkill",       "Cognito",    "CloudWatchLogs",  "MSK",
+        "MQ",      "SelfManagedKafka", "ScheduleV2", "DocumentDB",      NULL};
     const node_t *props = rw__template_map_get(s->resource, "Properties");
     const node_t *events = rw__template_map_get(props, "Events");
     if (!events || !rw__template_get_map(c, events, "Events"))
@@ -1016,12 +1069,14 @@ static void load_function_events(ctx_t *c, const rw__template_sym_t *s)
             for (size_t j = 0; unsupported_types[j] && !known; j++)
                 known = streq(type, unsupported_types[j]);
             if (known)
-                rw__template_error(c, ty, "event type %s is not supported by reelway (Api, HttpApi, "
-                                          "S3, SQS, Schedule)",
+                rw__template_error(c, ty,
+                                   "event type %s is not supported by reelway (Api, HttpApi, "
+                                   "S3, SQS, Schedule)",
                                    type);
             else
-                rw__template_error(c, ty, "unknown event type '%.64s' (Api, HttpApi, S3, SQS, "
-                                          "Schedule)",
+                rw__template_error(c, ty,
+                                   "unknown event type '%.64s' (Api, HttpApi, S3, SQS, "
+                                   "Schedule)",
                                    type);
         }
     }
@@ -1135,16 +1190,18 @@ static void load_bucket(ctx_t *c, const rw__template_sym_t *s)
             bool nr = c->no_resources;
             c->no_resources = true;
             if (rw__template_get_str(c, bn, "BucketName", &str) && !bucket_name_ok(str))
-                rw__template_error(c, bn, "BucketName: '%.64s' is not a valid bucket name (3 to "
-                                          "63 of a-z 0-9 . -)",
+                rw__template_error(c, bn,
+                                   "BucketName: '%.64s' is not a valid bucket name (3 to "
+                                   "63 of a-z 0-9 . -)",
                                    str);
             c->no_resources = nr;
         }
         check_tags(c, rw__template_map_get(props, "Tags"));
     }
     if (!rw__template_map_get(props, "BucketName") && !bucket_name_ok(b->bucket_name))
-        rw__template_error(c, s->key, "bucket %s: its name '%s' (the logical id in lower case) "
-                                      "is not a valid bucket name: set BucketName",
+        rw__template_error(c, s->key,
+                           "bucket %s: its name '%s' (the logical id in lower case) "
+                           "is not a valid bucket name: set BucketName",
                            s->id, b->bucket_name);
     const node_t *meta = reelway_metadata(c, s, meta_keys);
     const node_t *v;
@@ -1182,10 +1239,14 @@ static bool queue_name_ok(const char *s)
 
 static void load_queue(ctx_t *c, const rw__template_sym_t *s)
 {
-    static const char *const keys[] = {"QueueName",          "VisibilityTimeout",
-                                       "MessageRetentionPeriod", "DelaySeconds",
-                                       "MaximumMessageSize", "RedrivePolicy",
-                                       "Tags",               NULL};
+    static const char *const keys[] = {"QueueName",
+                                       "VisibilityTimeout",
+                                       "MessageRetentionPeriod",
+                                       "DelaySeconds",
+                                       "MaximumMessageSize",
+                                       "RedrivePolicy",
+                                       "Tags",
+                                       NULL};
     static const rw__template_unsupported_t unsupported[] = {
         {"FifoQueue", "FIFO queues are not supported"},
         {"ContentBasedDeduplication", "FIFO queues are not supported"},
@@ -1247,8 +1308,9 @@ static void load_queue(ctx_t *c, const rw__template_sym_t *s)
         if (dl) {
             int d = rw__template_resolve_ref(c, dl, "deadLetterTargetArn", SYM_QUEUE);
             if (d == s->index)
-                rw__template_error(c, dl, "deadLetterTargetArn: a queue cannot be its own "
-                                          "dead-letter queue");
+                rw__template_error(c, dl,
+                                   "deadLetterTargetArn: a queue cannot be its own "
+                                   "dead-letter queue");
             else
                 q->dead_letter_queue = d;
         }
@@ -1266,8 +1328,8 @@ static int api_of_ref(ctx_t *c, const node_t *n, const char *what)
 
 static void load_api_key(ctx_t *c, const rw__template_sym_t *s)
 {
-    static const char *const keys[] = {"Name",       "Description", "Enabled", "Value",
-                                       "StageKeys",  "CustomerId",  "Tags",    NULL};
+    static const char *const keys[] = {"Name",      "Description", "Enabled", "Value",
+                                       "StageKeys", "CustomerId",  "Tags",    NULL};
     static const rw__template_unsupported_t unsupported[] = {
         {"GenerateDistinctId", "deprecated in CloudFormation; keys are always distinct"},
         {NULL, NULL}};
@@ -1388,8 +1450,8 @@ static void load_outputs(ctx_t *c, const node_t *outputs)
 
 static void check_resource_attributes(ctx_t *c, const node_t *resources)
 {
-    static const char *const policies[] = {"Delete", "Retain", "RetainExceptOnCreate",
-                                           "Snapshot", NULL};
+    static const char *const policies[] = {"Delete", "Retain", "RetainExceptOnCreate", "Snapshot",
+                                           NULL};
     for (size_t i = 0; i < resources->count; i++) {
         const node_t *k = MAP_KEY(resources, i), *r = MAP_VAL(resources, i);
         if (k->kind != RW__TPL_SCALAR || rw__template_map_get(resources, k->str) != r)
@@ -1415,8 +1477,9 @@ static void check_resource_attributes(ctx_t *c, const node_t *resources)
             if (rw__template_get_strs(c, dep, "DependsOn", true, &ids, &n))
                 for (size_t j = 0; j < n; j++)
                     if (!rw__template_map_get(resources, ids[j]))
-                        rw__template_error(c, dep, "DependsOn: %.64s is not a resource of this "
-                                                   "template",
+                        rw__template_error(c, dep,
+                                           "DependsOn: %.64s is not a resource of this "
+                                           "template",
                                            ids[j]);
         }
         /* Buckets and APIs read their Metadata.Reelway; the others have none. */
@@ -1437,8 +1500,14 @@ static void check_resource_attributes(ctx_t *c, const node_t *resources)
 
 static void check_top(ctx_t *c, const node_t *root)
 {
-    static const char *const top_keys[] = {"AWSTemplateFormatVersion", "Transform", "Description",
-                                           "Parameters", "Globals", "Resources", "Outputs", NULL};
+    static const char *const top_keys[] = {"AWSTemplateFormatVersion",
+                                           "Transform",
+                                           "Description",
+                                           "Parameters",
+                                           "Globals",
+                                           "Resources",
+                                           "Outputs",
+                                           NULL};
     static const rw__template_unsupported_t top_unsupported[] = {
         {"Conditions", "conditions are not supported"},
         {"Mappings", "mappings are not supported (use Parameters)"},
@@ -1455,8 +1524,9 @@ static void check_top(ctx_t *c, const node_t *root)
         rw__template_error(c, v, "AWSTemplateFormatVersion: '%.32s' is not 2010-09-09", s);
     v = rw__template_map_get(root, "Transform");
     if (!v) {
-        rw__template_error_at(c, 1, 1, "Transform: AWS::Serverless-2016-10-31 is required (a "
-                                       "reelway template is a SAM template)");
+        rw__template_error_at(c, 1, 1,
+                              "Transform: AWS::Serverless-2016-10-31 is required (a "
+                              "reelway template is a SAM template)");
     } else {
         char **list;
         size_t n;
@@ -1466,7 +1536,8 @@ static void check_top(ctx_t *c, const node_t *root)
                 if (streq(list[i], "AWS::Serverless-2016-10-31"))
                     sam = true;
                 else
-                    rw__template_error(c, v, "Transform %.64s is not supported by reelway", list[i]);
+                    rw__template_error(c, v, "Transform %.64s is not supported by reelway",
+                                       list[i]);
             }
             if (!sam)
                 rw__template_error(c, v, "Transform: AWS::Serverless-2016-10-31 is required");
@@ -1525,8 +1596,9 @@ static void load_all(ctx_t *c, const char *data, size_t len)
     if (!rw__template_get_map(c, resources, "Resources"))
         return;
     if (resources->count == 0)
-        rw__template_error(c, rw__template_where(resources), "Resources: at least one resource is "
-                                                             "required");
+        rw__template_error(c, rw__template_where(resources),
+                           "Resources: at least one resource is "
+                           "required");
     declare_resources(c, resources);
     rw__template_declare_apis(c);
     check_resource_attributes(c, resources);
@@ -1536,10 +1608,8 @@ static void load_all(ctx_t *c, const char *data, size_t len)
      * functions, APIs (their authorizers point at functions), then the
      * functions' events (they point at APIs and authorizers). Each pass goes
      * in file order, so the model's routes and events are in file order. */
-    const rw__template_sym_t **order = resources->count
-                                           ? rw__template_alloc(c->scratch, resources->count *
-                                                                                sizeof *order)
-                                           : NULL;
+    const rw__template_sym_t **order =
+        resources->count ? rw__template_alloc(c->scratch, resources->count * sizeof *order) : NULL;
     size_t norder = 0;
     for (size_t i = 0; i < resources->count; i++) {
         const node_t *k = MAP_KEY(resources, i);
@@ -1629,7 +1699,8 @@ int rw_template_load_buffer(const char *data, size_t len, const char *name, cons
     else if (realpath(dir, real))
         dir = real;
     t->dir = rw__template_strdup(c->arena, dir);
-    t->region = rw__template_strdup(c->arena, param_or(params ? params->region : NULL, "us-east-1"));
+    t->region =
+        rw__template_strdup(c->arena, param_or(params ? params->region : NULL, "us-east-1"));
     t->account_id =
         rw__template_strdup(c->arena, param_or(params ? params->account_id : NULL, "000000000000"));
     t->stack_name =
@@ -1753,7 +1824,10 @@ int rw_template_validate_file(const char *path, FILE *out)
         return n;
     }
     if (rc == RW_ELIMIT)
-        fprintf(out, "%s: error: the file is larger than %d bytes\n", path, RW_TEMPLATE_MAX_BYTES);
+        fprintf(out,
+                "%s: error: the template is too large: over %d bytes, or it expands past the "
+                "loader's memory limit\n",
+                path, RW_TEMPLATE_MAX_BYTES);
     else
         fprintf(out, "%s: error: cannot read the template: %s\n", path, rw_strerror(rc));
     rw_diag_list_free(&diags);

@@ -160,10 +160,10 @@ typedef struct rw_tpl_identity_s {
 } rw_tpl_identity_t;
 
 typedef enum rw_tpl_authorizer_kind_e {
-    RW_TPL_AUTH_JWT,            /**< HTTP API JwtConfiguration */
-    RW_TPL_AUTH_COGNITO,        /**< REST UserPoolArn: a JWT from a user pool (issuer) */
-    RW_TPL_AUTH_LAMBDA_TOKEN,   /**< REST Lambda authorizer, FunctionPayloadType TOKEN */
-    RW_TPL_AUTH_LAMBDA_REQUEST  /**< REST REQUEST, or any HTTP API Lambda authorizer */
+    RW_TPL_AUTH_JWT,           /**< HTTP API JwtConfiguration */
+    RW_TPL_AUTH_COGNITO,       /**< REST UserPoolArn: a JWT from a user pool (issuer) */
+    RW_TPL_AUTH_LAMBDA_TOKEN,  /**< REST Lambda authorizer, FunctionPayloadType TOKEN */
+    RW_TPL_AUTH_LAMBDA_REQUEST /**< REST REQUEST, or any HTTP API Lambda authorizer */
 } rw_tpl_authorizer_kind_t;
 
 /** A JWT issuer an authorizer trusts, and where its keys come from. */
@@ -220,18 +220,18 @@ typedef struct rw_tpl_http_proxy_s {
 
 /** One route of an API. */
 typedef struct rw_tpl_route_s {
-    char *method;     /**< "GET", "POST", ..., "ANY" (upper case; "ANY" for $default) */
-    char *path;       /**< "/reels/{id}", "/{proxy+}", "/", or "$default" */
-    bool is_default;  /**< the HTTP API $default route */
-    char *route_key;  /**< "GET /reels/{id}" or "$default", as API Gateway names it */
+    char *method;    /**< "GET", "POST", ..., "ANY" (upper case; "ANY" for $default) */
+    char *path;      /**< "/reels/{id}", "/{proxy+}", "/", or "$default" */
+    bool is_default; /**< the HTTP API $default route */
+    char *route_key; /**< "GET /reels/{id}" or "$default", as API Gateway names it */
     rw_tpl_integration_t integration;
-    int function;          /**< FUNCTION: index into functions, else -1 */
-    char *payload_version; /**< "2.0" or "1.0" (FUNCTION and HTTP_PROXY) */
-    int timeout_ms;        /**< integration timeout: 50..30000 (HTTP), ..29000 (REST) */
+    int function;                   /**< FUNCTION: index into functions, else -1 */
+    char *payload_version;          /**< "2.0" or "1.0" (FUNCTION and HTTP_PROXY) */
+    int timeout_ms;                 /**< integration timeout: 50..30000 (HTTP), ..29000 (REST) */
     rw_tpl_mock_t mock;             /**< MOCK only */
     rw_tpl_http_proxy_t http_proxy; /**< HTTP_PROXY only */
-    int authorizer;  /**< index into the API's authorizers, -1 = open */
-    char **scopes;   /**< AuthorizationScopes required (JWT / COGNITO) */
+    int authorizer;                 /**< index into the API's authorizers, -1 = open */
+    char **scopes;                  /**< AuthorizationScopes required (JWT / COGNITO) */
     size_t scope_count;
     bool api_key_required; /**< REST: x-api-key checked against the usage plans */
     int event_function;    /**< the function whose Events declared it, or -1 (DefinitionBody) */
@@ -278,11 +278,11 @@ typedef struct rw_tpl_api_s {
     rw_tpl_cors_t cors;
     rw_tpl_authorizer_t *authorizers;
     size_t authorizer_count;
-    int default_authorizer; /**< index into authorizers, -1 when none */
-    bool api_key_required;  /**< REST Auth.ApiKeyRequired (default of its routes) */
-    bool authorize_preflight;      /**< REST AddDefaultAuthorizerToCorsPreflight (true) */
-    bool api_key_on_preflight;     /**< REST AddApiKeyRequiredToCorsPreflight (true) */
-    bool fail_on_warnings;         /**< FailOnWarnings (kept; reelway warns never) */
+    int default_authorizer;    /**< index into authorizers, -1 when none */
+    bool api_key_required;     /**< REST Auth.ApiKeyRequired (default of its routes) */
+    bool authorize_preflight;  /**< REST AddDefaultAuthorizerToCorsPreflight (true) */
+    bool api_key_on_preflight; /**< REST AddApiKeyRequiredToCorsPreflight (true) */
+    bool fail_on_warnings;     /**< FailOnWarnings (kept; reelway warns never) */
     rw_tpl_route_t *routes;
     size_t route_count;
     int line, col;
@@ -302,11 +302,11 @@ typedef struct rw_tpl_usage_plan_s {
     char *description; /**< or NULL */
     int *apis;         /**< the REST APIs it covers (indices) */
     size_t api_count;
-    long quota_limit;  /**< Quota.Limit, -1 = no quota */
-    int quota_offset;  /**< Quota.Offset */
+    long quota_limit; /**< Quota.Limit, -1 = no quota */
+    int quota_offset; /**< Quota.Offset */
     rw_tpl_period_t quota_period;
-    double rate_limit; /**< Throttle.RateLimit (requests/s), -1 = none */
-    long burst_limit;  /**< Throttle.BurstLimit, -1 = none */
+    double rate_limit;  /**< Throttle.RateLimit (requests/s), -1 = none */
+    long burst_limit;   /**< Throttle.BurstLimit, -1 = none */
     bool from_api_auth; /**< declared by Auth.UsagePlan of an Api (PER_API or SHARED) */
     int line, col;
 } rw_tpl_usage_plan_t;
@@ -333,12 +333,12 @@ typedef enum rw_tpl_storage_e {
 
 /** An AWS::S3::Bucket, kept locally. */
 typedef struct rw_tpl_bucket_s {
-    char *name;        /**< logical id */
-    char *bucket_name; /**< BucketName, else the logical id in lower case */
-    char *arn;         /**< arn:aws:s3:::BUCKET */
+    char *name;               /**< logical id */
+    char *bucket_name;        /**< BucketName, else the logical id in lower case */
+    char *arn;                /**< arn:aws:s3:::BUCKET */
     rw_tpl_storage_t storage; /**< Metadata.Reelway.Storage */
-    char *directory;   /**< Metadata.Reelway.Directory (absolute), NULL = the data dir's */
-    char *serve_path;  /**< Metadata.Reelway.ServePath: the gateway serves objects there */
+    char *directory;          /**< Metadata.Reelway.Directory (absolute), NULL = the data dir's */
+    char *serve_path;         /**< Metadata.Reelway.ServePath: the gateway serves objects there */
     int line, col;
 } rw_tpl_bucket_t;
 
@@ -367,10 +367,10 @@ typedef struct rw_tpl_notification_s {
 
 /** An AWS::SQS::Queue (a MongoDB collection in reelway). */
 typedef struct rw_tpl_queue_s {
-    char *name;       /**< logical id */
-    char *queue_name; /**< QueueName, else the logical id */
-    char *arn;        /**< arn:aws:sqs:REGION:ACCOUNT:NAME */
-    char *url;        /**< https://sqs.REGION.amazonaws.com/ACCOUNT/NAME (Ref) */
+    char *name;               /**< logical id */
+    char *queue_name;         /**< QueueName, else the logical id */
+    char *arn;                /**< arn:aws:sqs:REGION:ACCOUNT:NAME */
+    char *url;                /**< https://sqs.REGION.amazonaws.com/ACCOUNT/NAME (Ref) */
     int visibility_timeout_s; /**< 0..43200, default 30 */
     int retention_s;          /**< MessageRetentionPeriod 60..1209600, default 345600 */
     int delay_s;              /**< DelaySeconds 0..900, default 0 */
@@ -384,9 +384,9 @@ typedef struct rw_tpl_queue_s {
 typedef struct rw_tpl_subscription_s {
     int queue;
     int function;
-    int batch_size;       /**< 1..10000, default 10 */
-    int batch_window_s;   /**< MaximumBatchingWindowInSeconds 0..300 */
-    bool enabled;         /**< default true */
+    int batch_size;                  /**< 1..10000, default 10 */
+    int batch_window_s;              /**< MaximumBatchingWindowInSeconds 0..300 */
+    bool enabled;                    /**< default true */
     bool report_batch_item_failures; /**< FunctionResponseTypes: [ReportBatchItemFailures] */
     char *event_name;
     int line, col;
@@ -394,15 +394,15 @@ typedef struct rw_tpl_subscription_s {
 
 /** A Schedule event: invokes a function asynchronously on a rate or cron. */
 typedef struct rw_tpl_schedule_s {
-    char *name;       /**< Name, else FUNCTION + EVENT (unique: it keys the lease) */
+    char *name; /**< Name, else FUNCTION + EVENT (unique: it keys the lease) */
     int function;
     char *expression; /**< "rate(5 minutes)" or "cron(0 12 * * ? *)" as written */
     bool is_rate;
-    long rate_s;      /**< rate: the period in seconds */
-    char *cron[6];    /**< cron: minutes hours day-of-month month day-of-week year */
-    char *input;      /**< Input (JSON text) or NULL: the EventBridge scheduled event */
+    long rate_s;   /**< rate: the period in seconds */
+    char *cron[6]; /**< cron: minutes hours day-of-month month day-of-week year */
+    char *input;   /**< Input (JSON text) or NULL: the EventBridge scheduled event */
     char *description;
-    bool enabled;     /**< Enabled / State, default true */
+    bool enabled; /**< Enabled / State, default true */
     char *event_name;
     int line, col;
 } rw_tpl_schedule_t;
@@ -479,7 +479,8 @@ typedef struct rw_template_params_s {
  * Returns 0 and sets *out to a model the caller frees with rw_template_free;
  * RW_ECONFIG when the template has errors (*out = NULL, diags say why); a
  * negative errno (UV_ENOENT, ...) when the file cannot be read; RW_ELIMIT when
- * it is larger than RW_TEMPLATE_MAX_BYTES; UV_ENOMEM. Blocking (reads a file):
+ * it is larger than RW_TEMPLATE_MAX_BYTES or its values expand past the
+ * loader's memory cap (64 MiB); UV_ENOMEM. Blocking (reads a file):
  * call it off the loop thread or before the loop runs. Thread-safe.
  */
 int rw_template_load(const char *path, const rw_template_params_t *params, rw_template_t **out,

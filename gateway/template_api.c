@@ -26,12 +26,11 @@ static bool is_alnum_str(const char *s)
 
 /* ---- property lists ----------------------------------------------------------- */
 
-static const char *const rest_keys[] = {"StageName",        "Name",         "Description",
-                                        "Auth",             "Cors",         "BinaryMediaTypes",
-                                        "Variables",        "DefinitionBody", "OpenApiVersion",
-                                        "FailOnWarnings",   "Tags",         NULL};
-static const char *const rest_global_keys[] = {"Name",           "Auth", "Cors", "BinaryMediaTypes",
-                                               "Variables",      "OpenApiVersion", "Tags", NULL};
+static const char *const rest_keys[] = {
+    "StageName", "Name",           "Description",    "Auth",           "Cors", "BinaryMediaTypes",
+    "Variables", "DefinitionBody", "OpenApiVersion", "FailOnWarnings", "Tags", NULL};
+static const char *const rest_global_keys[] = {
+    "Name", "Auth", "Cors", "BinaryMediaTypes", "Variables", "OpenApiVersion", "Tags", NULL};
 static const rw__template_unsupported_t rest_unsupported[] = {
     {"DefinitionUri", "give the OpenAPI document inline as DefinitionBody"},
     {"EndpointConfiguration", "the gateway decides where it listens"},
@@ -56,11 +55,11 @@ static const rw__template_unsupported_t rest_unsupported[] = {
     {"SecurityPolicy", "TLS is the front proxy's"},
     {NULL, NULL}};
 
-static const char *const http_keys[] = {"StageName",      "Name",          "Description",
-                                        "Auth",           "CorsConfiguration", "StageVariables",
-                                        "DefinitionBody", "FailOnWarnings", "Tags", NULL};
-static const char *const http_global_keys[] = {"Auth", "CorsConfiguration", "StageVariables",
-                                               "FailOnWarnings", "Tags", NULL};
+static const char *const http_keys[] = {
+    "StageName",      "Name",           "Description",    "Auth", "CorsConfiguration",
+    "StageVariables", "DefinitionBody", "FailOnWarnings", "Tags", NULL};
+static const char *const http_global_keys[] = {
+    "Auth", "CorsConfiguration", "StageVariables", "FailOnWarnings", "Tags", NULL};
 static const rw__template_unsupported_t http_unsupported[] = {
     {"DefinitionUri", "give the OpenAPI document inline as DefinitionBody"},
     {"AccessLogSettings", "access logs are the gateway's (one JSON line per request)"},
@@ -172,8 +171,8 @@ void rw__template_declare_apis(ctx_t *c)
         else if (!rw__template_map_get(props, "StageName"))
             a->stage = http ? "$default" : a->implicit ? "Prod" : NULL;
         a->default_payload_version = http ? "2.0" : "1.0";
-        const node_t *meta = rw__template_map_get(rw__template_map_get(s->resource, "Metadata"),
-                                                  "Reelway");
+        const node_t *meta =
+            rw__template_map_get(rw__template_map_get(s->resource, "Metadata"), "Reelway");
         const char *bp = quiet_str(c, rw__template_map_get(meta, "BasePath"));
         bool q = c->quiet;
         c->quiet = true;
@@ -267,8 +266,9 @@ bool rw__template_check_path(ctx_t *c, const node_t *n, const char *path, bool g
                 return false;
             }
             if (greedy && !last) {
-                rw__template_error(c, n, "%s: the greedy parameter {%.*s+} must be the last "
-                                         "segment",
+                rw__template_error(c, n,
+                                   "%s: the greedy parameter {%.*s+} must be the last "
+                                   "segment",
                                    what, (int)name_len, p + 1);
                 return false;
             }
@@ -304,7 +304,8 @@ static bool path_has_param(const char *path, const char *name)
 {
     size_t n = strlen(name);
     for (const char *p = strchr(path, '{'); p; p = strchr(p + 1, '{'))
-        if (strncmp(p + 1, name, n) == 0 && (p[1 + n] == '}' || (p[1 + n] == '+' && p[2 + n] == '}')))
+        if (strncmp(p + 1, name, n) == 0 &&
+            (p[1 + n] == '}' || (p[1 + n] == '+' && p[2 + n] == '}')))
             return true;
     return false;
 }
@@ -322,7 +323,8 @@ static void load_kv_map(ctx_t *c, const node_t *m, const char *what, rw_tpl_kv_t
             continue;
         size_t n = strlen(k->str);
         if (n == 0 || n > 64 ||
-            strspn(k->str, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != n) {
+            strspn(k->str, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") !=
+                n) {
             rw__template_error(c, k, "%s: variable name '%.64s' must be letters, digits and _",
                                what, k->str);
             continue;
@@ -345,7 +347,8 @@ static bool media_type_ok(const char *s)
     const char *slash = strchr(s, '/');
     if (!slash || slash == s || !slash[1] || strchr(slash + 1, '/'))
         return false;
-    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$&^_.+-*/;= ") ==
+    return strspn(s,
+                  "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$&^_.+-*/;= ") ==
            strlen(s);
 }
 
@@ -376,14 +379,16 @@ static void load_binary_media_types(ctx_t *c, rw_tpl_api_t *a, const node_t *n)
     }
 }
 
-static const char *const http_methods[] = {"GET",     "POST", "PUT",  "DELETE", "PATCH",
-                                           "HEAD",    "OPTIONS", "ANY", NULL};
+static const char *const http_methods[] = {"GET",  "POST",    "PUT", "DELETE", "PATCH",
+                                           "HEAD", "OPTIONS", "ANY", NULL};
 
 static bool header_name_ok(const char *s)
 {
     size_t n = strlen(s);
     return n > 0 && n <= 256 &&
-           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~") ==
+           strspn(
+               s,
+               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~") ==
                n;
 }
 
@@ -392,8 +397,9 @@ static char *unquote(ctx_t *c, const node_t *n, const char *what, const char *s)
 {
     size_t len = strlen(s);
     if (len < 2 || s[0] != '\'' || s[len - 1] != '\'') {
-        rw__template_error(c, n, "%s: REST Cors values are quoted strings, e.g. \"'*'\" (not "
-                                 "%.64s)",
+        rw__template_error(c, n,
+                           "%s: REST Cors values are quoted strings, e.g. \"'*'\" (not "
+                           "%.64s)",
                            what, s);
         return NULL;
     }
@@ -439,25 +445,28 @@ static void check_cors_lists(ctx_t *c, const node_t *at, rw_tpl_cors_t *cors)
             continue;
         if ((strncmp(o, "http://", 7) != 0 && strncmp(o, "https://", 8) != 0) ||
             strpbrk(o, " \r\n"))
-            rw__template_error(c, at, "AllowOrigins: '%.64s' is not * or an origin "
-                                      "(scheme://host[:port])",
+            rw__template_error(c, at,
+                               "AllowOrigins: '%.64s' is not * or an origin "
+                               "(scheme://host[:port])",
                                o);
         if (cors->allow_credentials && strchr(o, '*'))
-            rw__template_error(c, at, "AllowCredentials cannot be true with a wildcard origin "
-                                      "('%.64s')",
+            rw__template_error(c, at,
+                               "AllowCredentials cannot be true with a wildcard origin "
+                               "('%.64s')",
                                o);
     }
     if (cors->allow_credentials)
         for (size_t i = 0; i < cors->allow_origin_count; i++)
             if (streq(cors->allow_origins[i], "*"))
-                rw__template_error(c, at, "AllowCredentials cannot be true when the allowed "
-                                          "origin is *");
+                rw__template_error(c, at,
+                                   "AllowCredentials cannot be true when the allowed "
+                                   "origin is *");
 }
 
 static void load_rest_cors(ctx_t *c, rw_tpl_api_t *a, const node_t *n)
 {
-    static const char *const keys[] = {"AllowOrigin", "AllowMethods", "AllowHeaders", "MaxAge",
-                                       "AllowCredentials", NULL};
+    static const char *const keys[] = {"AllowOrigin", "AllowMethods",     "AllowHeaders",
+                                       "MaxAge",      "AllowCredentials", NULL};
     rw_tpl_cors_t *cors = &a->cors;
     cors->max_age_s = -1;
     const char *s;
@@ -507,8 +516,13 @@ static void load_rest_cors(ctx_t *c, rw_tpl_api_t *a, const node_t *n)
 
 static void load_http_cors(ctx_t *c, rw_tpl_api_t *a, const node_t *n)
 {
-    static const char *const keys[] = {"AllowOrigins", "AllowMethods",  "AllowHeaders",
-                                       "ExposeHeaders", "MaxAge", "AllowCredentials", NULL};
+    static const char *const keys[] = {"AllowOrigins",
+                                       "AllowMethods",
+                                       "AllowHeaders",
+                                       "ExposeHeaders",
+                                       "MaxAge",
+                                       "AllowCredentials",
+                                       NULL};
     rw_tpl_cors_t *cors = &a->cors;
     cors->max_age_s = -1;
     if (n->kind == RW__TPL_SCALAR || rw__template_is_intrinsic(n)) {
@@ -593,8 +607,9 @@ static bool parse_http_identity_source(ctx_t *c, rw_tpl_authorizer_t *au, const 
             return true;
         }
     }
-    rw__template_error(c, n, "IdentitySource: '%.64s' is not $request.header.NAME, "
-                             "$request.querystring.NAME, $stageVariables.NAME or $context.NAME",
+    rw__template_error(c, n,
+                       "IdentitySource: '%.64s' is not $request.header.NAME, "
+                       "$request.querystring.NAME, $stageVariables.NAME or $context.NAME",
                        s);
     return false;
 }
@@ -612,14 +627,16 @@ static void load_jwks_metadata(ctx_t *c, rw_tpl_authorizer_t *au, const node_t *
         return;
     rw__template_check_keys(c, m, "Metadata.Reelway.Authorizers", keys, NULL);
     if (au->kind != RW_TPL_AUTH_JWT && au->kind != RW_TPL_AUTH_COGNITO) {
-        rw__template_error(c, rw__template_where(m), "authorizer %s is not a JWT authorizer: it "
-                                                     "has no JWKS",
+        rw__template_error(c, rw__template_where(m),
+                           "authorizer %s is not a JWT authorizer: it "
+                           "has no JWKS",
                            au->name);
         return;
     }
     if (au->issuer_count != 1) {
-        rw__template_error(c, rw__template_where(m), "authorizer %s: JwksUri and JwksFile need "
-                                                     "exactly one issuer",
+        rw__template_error(c, rw__template_where(m),
+                           "authorizer %s: JwksUri and JwksFile need "
+                           "exactly one issuer",
                            au->name);
         return;
     }
@@ -637,12 +654,12 @@ static void load_jwks_metadata(ctx_t *c, rw_tpl_authorizer_t *au, const node_t *
         else if (s[0] == '/')
             au->issuers[0].jwks_file = rw__template_keep(c, s);
         else
-            au->issuers[0].jwks_file =
-                rw__template_printf(c->arena, "%s/%s", c->tpl->dir, s);
+            au->issuers[0].jwks_file = rw__template_printf(c->arena, "%s/%s", c->tpl->dir, s);
     }
     if (rw__template_map_get(m, "JwksUri") && rw__template_map_get(m, "JwksFile"))
-        rw__template_error(c, rw__template_where(m), "authorizer %s: give JwksUri or JwksFile, "
-                                                     "not both",
+        rw__template_error(c, rw__template_where(m),
+                           "authorizer %s: give JwksUri or JwksFile, "
+                           "not both",
                            au->name);
 }
 
@@ -657,7 +674,7 @@ static void add_issuer(ctx_t *c, rw_tpl_authorizer_t *au, const char *issuer)
 
 static bool url_ok(const char *s)
 {
-    const char *host = strncmp(s, "https://", 8) == 0 ? s + 8
+    const char *host = strncmp(s, "https://", 8) == 0  ? s + 8
                        : strncmp(s, "http://", 7) == 0 ? s + 7
                                                        : NULL;
     return host && *host && *host != '/' && !strpbrk(s, " \t\r\n");
@@ -684,13 +701,15 @@ static void load_cognito_authorizer(ctx_t *c, rw_tpl_authorizer_t *au, const nod
                 const char *region = p + 20;
                 size_t rl = strcspn(region, ":");
                 add_issuer(c, au,
-                           rw__template_printf(c->scratch, "https://cognito-idp.%.*s.amazonaws.com/%s",
-                                               (int)rl, region, pool + 10));
+                           rw__template_printf(c->scratch,
+                                               "https://cognito-idp.%.*s.amazonaws.com/%s", (int)rl,
+                                               region, pool + 10));
             } else if (url_ok(p)) {
                 add_issuer(c, au, p);
             } else {
-                rw__template_error(c, up, "UserPoolArn: '%.64s' is neither a Cognito user pool ARN "
-                                          "nor an issuer URL",
+                rw__template_error(c, up,
+                                   "UserPoolArn: '%.64s' is neither a Cognito user pool ARN "
+                                   "nor an issuer URL",
                                    p);
             }
         }
@@ -702,7 +721,8 @@ static void load_cognito_authorizer(ctx_t *c, rw_tpl_authorizer_t *au, const nod
         const node_t *v;
         const char *s;
         long l;
-        if ((v = rw__template_map_get(ident, "Header")) && rw__template_get_str(c, v, "Header", &s)) {
+        if ((v = rw__template_map_get(ident, "Header")) &&
+            rw__template_get_str(c, v, "Header", &s)) {
             if (header_name_ok(s))
                 header = s;
             else
@@ -729,7 +749,7 @@ static void load_rest_lambda_authorizer(ctx_t *c, rw_tpl_authorizer_t *au, const
     static const char *const types[] = {"TOKEN", "REQUEST", NULL};
     static const char *const token_keys[] = {"Header", "ValidationExpression", "ReauthorizeEvery",
                                              NULL};
-    static const char *const request_keys[] = {"Headers", "QueryStrings", "StageVariables",
+    static const char *const request_keys[] = {"Headers", "QueryStrings",     "StageVariables",
                                                "Context", "ReauthorizeEvery", NULL};
     rw__template_check_keys(c, def, "a Lambda authorizer", keys, unsupported);
     au->function = function_of(c, rw__template_map_get(def, "FunctionArn"), "FunctionArn");
@@ -751,7 +771,8 @@ static void load_rest_lambda_authorizer(ctx_t *c, rw_tpl_authorizer_t *au, const
     if (au->kind == RW_TPL_AUTH_LAMBDA_TOKEN) {
         rw__template_check_keys(c, ident, "Identity of a TOKEN authorizer", token_keys, NULL);
         const char *header = "Authorization";
-        if ((v = rw__template_map_get(ident, "Header")) && rw__template_get_str(c, v, "Header", &s)) {
+        if ((v = rw__template_map_get(ident, "Header")) &&
+            rw__template_get_str(c, v, "Header", &s)) {
             if (header_name_ok(s))
                 header = s;
             else
@@ -770,9 +791,10 @@ static void load_rest_lambda_authorizer(ctx_t *c, rw_tpl_authorizer_t *au, const
     identity_list(c, au, ident, "StageVariables", RW_TPL_IDENTITY_STAGE_VARIABLE);
     identity_list(c, au, ident, "Context", RW_TPL_IDENTITY_CONTEXT);
     if (au->ttl_s > 0 && au->identity_count == 0)
-        rw__template_error(c, rw__template_where(def), "authorizer %s: a REQUEST authorizer that "
-                                                       "caches (ReauthorizeEvery > 0, the default "
-                                                       "300) needs Identity sources",
+        rw__template_error(c, rw__template_where(def),
+                           "authorizer %s: a REQUEST authorizer that "
+                           "caches (ReauthorizeEvery > 0, the default "
+                           "300) needs Identity sources",
                            au->name);
 }
 
@@ -795,8 +817,8 @@ static void load_jwt_authorizer(ctx_t *c, rw_tpl_authorizer_t *au, const node_t 
             else
                 rw__template_error(c, is, "issuer: '%.64s' is not an http(s) URL", s);
         }
-        if (aud && rw__template_get_strs(c, aud, "audience", true, &au->audiences,
-                                         &au->audience_count) &&
+        if (aud &&
+            rw__template_get_strs(c, aud, "audience", true, &au->audiences, &au->audience_count) &&
             au->audience_count == 0)
             rw__template_error(c, aud, "audience: give at least one");
     }
@@ -807,8 +829,9 @@ static void load_jwt_authorizer(ctx_t *c, rw_tpl_authorizer_t *au, const node_t 
             parse_http_identity_source(c, au, src, s) &&
             au->identity[0].kind != RW_TPL_IDENTITY_HEADER &&
             au->identity[0].kind != RW_TPL_IDENTITY_QUERY)
-            rw__template_error(c, src, "IdentitySource: a JWT comes from a header or the query "
-                                       "string");
+            rw__template_error(c, src,
+                               "IdentitySource: a JWT comes from a header or the query "
+                               "string");
     } else {
         add_identity(c, au, RW_TPL_IDENTITY_HEADER, "Authorization");
     }
@@ -827,22 +850,23 @@ static void load_http_lambda_authorizer(ctx_t *c, rw_tpl_authorizer_t *au, const
         {"EnableFunctionDefaultPermissions", "IAM is not modeled"},
         {NULL, NULL}};
     static const char *const versions[] = {"1.0", "2.0", NULL};
-    static const char *const ident_keys[] = {"Headers", "QueryStrings", "StageVariables", "Context",
-                                             "ReauthorizeEvery", NULL};
+    static const char *const ident_keys[] = {"Headers", "QueryStrings",     "StageVariables",
+                                             "Context", "ReauthorizeEvery", NULL};
     rw__template_check_keys(c, def, "a Lambda authorizer", keys, unsupported);
     au->kind = RW_TPL_AUTH_LAMBDA_REQUEST;
     au->function = function_of(c, rw__template_map_get(def, "FunctionArn"), "FunctionArn");
     const node_t *pv = rw__template_require(c, def, "AuthorizerPayloadFormatVersion",
                                             "an HTTP API Lambda authorizer");
-    int k = pv ? rw__template_get_enum(c, pv, "AuthorizerPayloadFormatVersion", versions, false)
-               : -1;
+    int k =
+        pv ? rw__template_get_enum(c, pv, "AuthorizerPayloadFormatVersion", versions, false) : -1;
     au->payload_version = k == 0 ? "1.0" : "2.0";
     const node_t *v;
     if ((v = rw__template_map_get(def, "EnableSimpleResponses")) &&
         rw__template_get_bool(c, v, "EnableSimpleResponses", &au->simple_responses) &&
         au->simple_responses && k == 0)
-        rw__template_error(c, v, "EnableSimpleResponses needs AuthorizerPayloadFormatVersion "
-                                 "2.0");
+        rw__template_error(c, v,
+                           "EnableSimpleResponses needs AuthorizerPayloadFormatVersion "
+                           "2.0");
     const node_t *ident = rw__template_map_get(def, "Identity");
     if (ident && rw__template_get_map(c, ident, "Identity")) {
         rw__template_check_keys(c, ident, "Identity", ident_keys, NULL);
@@ -890,30 +914,34 @@ static void load_authorizers(ctx_t *c, rw_tpl_api_t *a, const node_t *auths,
         if (http) {
             bool has_jwt = rw__template_map_get(def, "JwtConfiguration") != NULL;
             if (has_fn && has_jwt)
-                rw__template_error(c, k, "authorizer %s: FunctionArn (Lambda) and "
-                                         "JwtConfiguration (JWT) exclude each other",
+                rw__template_error(c, k,
+                                   "authorizer %s: FunctionArn (Lambda) and "
+                                   "JwtConfiguration (JWT) exclude each other",
                                    au->name);
             else if (has_fn)
                 load_http_lambda_authorizer(c, au, def);
             else if (has_jwt)
                 load_jwt_authorizer(c, au, def);
             else
-                rw__template_error(c, k, "authorizer %s needs JwtConfiguration (JWT) or "
-                                         "FunctionArn (Lambda)",
+                rw__template_error(c, k,
+                                   "authorizer %s needs JwtConfiguration (JWT) or "
+                                   "FunctionArn (Lambda)",
                                    au->name);
         } else {
             bool has_pool = rw__template_map_get(def, "UserPoolArn") != NULL;
             if (has_fn && has_pool)
-                rw__template_error(c, k, "authorizer %s: FunctionArn (Lambda) and UserPoolArn "
-                                         "(Cognito) exclude each other",
+                rw__template_error(c, k,
+                                   "authorizer %s: FunctionArn (Lambda) and UserPoolArn "
+                                   "(Cognito) exclude each other",
                                    au->name);
             else if (has_fn)
                 load_rest_lambda_authorizer(c, au, def);
             else if (has_pool)
                 load_cognito_authorizer(c, au, def);
             else
-                rw__template_error(c, k, "authorizer %s needs FunctionArn (Lambda) or UserPoolArn "
-                                         "(Cognito)",
+                rw__template_error(c, k,
+                                   "authorizer %s needs FunctionArn (Lambda) or UserPoolArn "
+                                   "(Cognito)",
                                    au->name);
         }
         load_jwks_metadata(c, au, meta_auths);
@@ -922,8 +950,9 @@ static void load_authorizers(ctx_t *c, rw_tpl_api_t *a, const node_t *auths,
         for (size_t i = 0; i < meta_auths->count; i++) {
             const node_t *k = MAP_KEY(meta_auths, i);
             if (k->kind == RW__TPL_SCALAR && !rw__template_map_get(auths, k->str))
-                rw__template_error(c, k, "Metadata.Reelway.Authorizers: %.64s is not in "
-                                         "Auth.Authorizers",
+                rw__template_error(c, k,
+                                   "Metadata.Reelway.Authorizers: %.64s is not in "
+                                   "Auth.Authorizers",
                                    k->str);
         }
 }
@@ -977,8 +1006,9 @@ static void load_plan_limits(ctx_t *c, rw_tpl_usage_plan_t *up, const node_t *pr
             rw__template_get_double(c, v, "RateLimit", 0, 1e9, &d))
             up->rate_limit = d;
         if (up->rate_limit > 0 && up->burst_limit == 0)
-            rw__template_error(c, t, "Throttle: BurstLimit 0 with a RateLimit lets no request "
-                                     "through");
+            rw__template_error(c, t,
+                               "Throttle: BurstLimit 0 with a RateLimit lets no request "
+                               "through");
     }
 }
 
@@ -994,7 +1024,7 @@ static bool same_plan(const rw_tpl_usage_plan_t *a, const rw_tpl_usage_plan_t *b
 static void load_api_usage_plan(ctx_t *c, int api, const node_t *n)
 {
     static const char *const keys[] = {"CreateUsagePlan", "Description", "Quota", "Throttle",
-                                       "UsagePlanName", "Tags", NULL};
+                                       "UsagePlanName",   "Tags",        NULL};
     static const char *const kinds[] = {"PER_API", "SHARED", "NONE", NULL};
     rw_template_t *t = c->tpl;
     rw_tpl_api_t *a = &t->apis[api];
@@ -1033,8 +1063,9 @@ static void load_api_usage_plan(ctx_t *c, int api, const node_t *n)
         other.quota_offset = 0;
         load_plan_limits(c, &other, n);
         if (!same_plan(&other, up))
-            rw__template_error(c, cu, "UsagePlan: the SHARED usage plan is set differently by API "
-                                      "%s; SHARED settings must agree",
+            rw__template_error(c, cu,
+                               "UsagePlan: the SHARED usage plan is set differently by API "
+                               "%s; SHARED settings must agree",
                                t->apis[up->apis[0]].name);
     } else {
         up->line = n->line;
@@ -1046,9 +1077,13 @@ static void load_api_usage_plan(ctx_t *c, int api, const node_t *n)
 
 static void load_auth(ctx_t *c, int api, const node_t *auth, const node_t *meta_auths)
 {
-    static const char *const rest_auth_keys[] = {
-        "Authorizers", "DefaultAuthorizer", "ApiKeyRequired", "UsagePlan",
-        "AddDefaultAuthorizerToCorsPreflight", "AddApiKeyRequiredToCorsPreflight", NULL};
+    static const char *const rest_auth_keys[] = {"Authorizers",
+                                                 "DefaultAuthorizer",
+                                                 "ApiKeyRequired",
+                                                 "UsagePlan",
+                                                 "AddDefaultAuthorizerToCorsPreflight",
+                                                 "AddApiKeyRequiredToCorsPreflight",
+                                                 NULL};
     static const rw__template_unsupported_t rest_auth_unsupported[] = {
         {"ResourcePolicy", "resource policies are not supported"},
         {"InvokeRole", "IAM is not modeled"},
@@ -1072,23 +1107,24 @@ static void load_auth(ctx_t *c, int api, const node_t *auth, const node_t *meta_
     if ((v = rw__template_map_get(auth, "DefaultAuthorizer")) &&
         rw__template_get_str(c, v, "DefaultAuthorizer", &s)) {
         if (streq(s, "AWS_IAM"))
-            rw__template_error(c, v, "DefaultAuthorizer: IAM authorization is not supported by "
-                                     "reelway");
+            rw__template_error(c, v,
+                               "DefaultAuthorizer: IAM authorization is not supported by "
+                               "reelway");
         else if (!streq(s, "NONE") && (a->default_authorizer = find_authorizer(a, s)) < 0)
             rw__template_error(c, v, "DefaultAuthorizer: %.64s is not in Auth.Authorizers", s);
     }
     bool b;
     if ((v = rw__template_map_get(auth, "EnableIamAuthorizer")) &&
         rw__template_get_bool(c, v, "EnableIamAuthorizer", &b) && b)
-        rw__template_error(c, v, "EnableIamAuthorizer: IAM authorization is not supported by "
-                                 "reelway");
+        rw__template_error(c, v,
+                           "EnableIamAuthorizer: IAM authorization is not supported by "
+                           "reelway");
     if (http)
         return;
     if ((v = rw__template_map_get(auth, "ApiKeyRequired")))
         rw__template_get_bool(c, v, "ApiKeyRequired", &a->api_key_required);
     if ((v = rw__template_map_get(auth, "AddDefaultAuthorizerToCorsPreflight")))
-        rw__template_get_bool(c, v, "AddDefaultAuthorizerToCorsPreflight",
-                              &a->authorize_preflight);
+        rw__template_get_bool(c, v, "AddDefaultAuthorizerToCorsPreflight", &a->authorize_preflight);
     if ((v = rw__template_map_get(auth, "AddApiKeyRequiredToCorsPreflight")))
         rw__template_get_bool(c, v, "AddApiKeyRequiredToCorsPreflight", &a->api_key_on_preflight);
     if ((v = rw__template_map_get(auth, "UsagePlan")))
@@ -1104,8 +1140,8 @@ static rw_tpl_route_t *new_route(ctx_t *c, rw_tpl_api_t *a, const char *method, 
     r->is_default = streq(path, "$default");
     r->method = rw__template_keep(c, r->is_default ? "ANY" : method);
     r->path = rw__template_keep(c, path);
-    r->route_key = r->is_default ? r->path
-                                 : rw__template_printf(c->arena, "%s %s", r->method, r->path);
+    r->route_key =
+        r->is_default ? r->path : rw__template_printf(c->arena, "%s %s", r->method, r->path);
     r->function = -1;
     r->event_function = -1;
     r->authorizer = a->default_authorizer;
@@ -1127,22 +1163,25 @@ static void route_auth(ctx_t *c, rw_tpl_api_t *a, rw_tpl_route_t *r, const node_
         if (streq(name, "NONE")) {
             r->authorizer = -1;
         } else if (streq(name, "AWS_IAM")) {
-            rw__template_error(c, name_node, "Authorizer: IAM authorization is not supported by "
-                                             "reelway");
+            rw__template_error(c, name_node,
+                               "Authorizer: IAM authorization is not supported by "
+                               "reelway");
             r->authorizer = -1;
         } else {
             r->authorizer = find_authorizer(a, name);
             if (r->authorizer < 0)
-                rw__template_error(c, name_node, "Authorizer: %.64s is not in Auth.Authorizers "
-                                                 "of API %s",
+                rw__template_error(c, name_node,
+                                   "Authorizer: %.64s is not in Auth.Authorizers "
+                                   "of API %s",
                                    name, a->name);
         }
     }
     const rw_tpl_authorizer_t *au = r->authorizer >= 0 ? &a->authorizers[r->authorizer] : NULL;
     if (scopes_node) {
         if (!au || (au->kind != RW_TPL_AUTH_JWT && au->kind != RW_TPL_AUTH_COGNITO)) {
-            rw__template_error(c, scopes_node, "AuthorizationScopes need a JWT or Cognito "
-                                               "authorizer on the route");
+            rw__template_error(c, scopes_node,
+                               "AuthorizationScopes need a JWT or Cognito "
+                               "authorizer on the route");
             return;
         }
         r->scopes = scopes;
@@ -1157,8 +1196,8 @@ static void load_mock(ctx_t *c, rw_tpl_route_t *r, const node_t *integ)
 {
     static const char *const resp_keys[] = {"statusCode", "responseParameters", "responseTemplates",
                                             NULL};
-    static const char *const vtl[] = {"$input", "$context", "$util", "$stageVariables", "#set",
-                                      "#if",    "#foreach", NULL};
+    static const char *const vtl[] = {"$input", "$context", "$util",    "$stageVariables",
+                                      "#set",   "#if",      "#foreach", NULL};
     r->integration = RW_TPL_INTEGRATION_MOCK;
     r->mock.status = 200;
     r->mock.body = "";
@@ -1171,8 +1210,9 @@ static void load_mock(ctx_t *c, rw_tpl_route_t *r, const node_t *integ)
             cJSON *j = cJSON_Parse(s);
             cJSON *sc = cJSON_GetObjectItemCaseSensitive(j, "statusCode");
             if (!cJSON_IsNumber(sc) || sc->valuedouble != (double)(int)sc->valuedouble)
-                rw__template_error(c, MAP_VAL(rt, i), "requestTemplates: a MOCK request template "
-                                                      "is {\"statusCode\": N}");
+                rw__template_error(c, MAP_VAL(rt, i),
+                                   "requestTemplates: a MOCK request template "
+                                   "is {\"statusCode\": N}");
             cJSON_Delete(j);
         }
     }
@@ -1188,8 +1228,9 @@ static void load_mock(ctx_t *c, rw_tpl_route_t *r, const node_t *integ)
                 extra = MAP_KEY(resps, i);
                 break;
             }
-        rw__template_error(c, extra, "responses: reelway's MOCK integration serves exactly one "
-                                     "response, named default");
+        rw__template_error(c, extra,
+                           "responses: reelway's MOCK integration serves exactly one "
+                           "response, named default");
         return;
     }
     if (!rw__template_get_map(c, def, "responses.default"))
@@ -1209,8 +1250,9 @@ static void load_mock(ctx_t *c, rw_tpl_route_t *r, const node_t *integ)
                 continue;
             if (strncmp(k->str, prefix, sizeof prefix - 1) != 0 ||
                 !header_name_ok(k->str + sizeof prefix - 1)) {
-                rw__template_error(c, k, "responseParameters: '%.64s' is not "
-                                         "method.response.header.NAME",
+                rw__template_error(c, k,
+                                   "responseParameters: '%.64s' is not "
+                                   "method.response.header.NAME",
                                    k->str);
                 continue;
             }
@@ -1218,9 +1260,10 @@ static void load_mock(ctx_t *c, rw_tpl_route_t *r, const node_t *integ)
                 continue;
             size_t n = strlen(s);
             if (n < 2 || s[0] != '\'' || s[n - 1] != '\'' || strpbrk(s, "\r\n")) {
-                rw__template_error(c, MAP_VAL(params, i), "responseParameters: a MOCK header value "
-                                                          "is a static string in single quotes, "
-                                                          "e.g. \"'no-store'\"");
+                rw__template_error(c, MAP_VAL(params, i),
+                                   "responseParameters: a MOCK header value "
+                                   "is a static string in single quotes, "
+                                   "e.g. \"'no-store'\"");
                 continue;
             }
             rw_tpl_kv_t *kv = RW_TPL_PUSH(c->arena, r->mock.headers, r->mock.header_count);
@@ -1231,8 +1274,9 @@ static void load_mock(ctx_t *c, rw_tpl_route_t *r, const node_t *integ)
     const node_t *tpls = rw__template_map_get(def, "responseTemplates");
     if (tpls && rw__template_get_map(c, tpls, "responseTemplates")) {
         if (tpls->count > 1) {
-            rw__template_error(c, rw__template_where(tpls), "responseTemplates: reelway serves one "
-                                                            "body: give one content type");
+            rw__template_error(c, rw__template_where(tpls),
+                               "responseTemplates: reelway serves one "
+                               "body: give one content type");
         } else if (tpls->count == 1) {
             const node_t *k = MAP_KEY(tpls, 0);
             const char *body;
@@ -1246,9 +1290,10 @@ static void load_mock(ctx_t *c, rw_tpl_route_t *r, const node_t *integ)
                 for (size_t i = 0; vtl[i] && !has_vtl; i++)
                     has_vtl = strstr(body, vtl[i]) != NULL;
                 if (has_vtl)
-                    rw__template_error(c, MAP_VAL(tpls, 0), "responseTemplates: VTL is not "
-                                                            "evaluated by reelway: the body is "
-                                                            "served as written");
+                    rw__template_error(c, MAP_VAL(tpls, 0),
+                                       "responseTemplates: VTL is not "
+                                       "evaluated by reelway: the body is "
+                                       "served as written");
                 else
                     r->mock.body = rw__template_keep(c, body);
             }
@@ -1256,10 +1301,9 @@ static void load_mock(ctx_t *c, rw_tpl_route_t *r, const node_t *integ)
     }
 }
 
-static const char *const doc_keys_op[] = {"summary",   "description", "operationId",
-                                          "tags",      "parameters",  "requestBody",
-                                          "responses", "deprecated",  "externalDocs",
-                                          "callbacks", "servers",     NULL};
+static const char *const doc_keys_op[] = {
+    "summary",   "description", "operationId",  "tags",      "parameters", "requestBody",
+    "responses", "deprecated",  "externalDocs", "callbacks", "servers",    NULL};
 
 /* OpenAPI maps: known keys, documentation keys (accepted, not used), and
  * x-amazon-apigateway-* extensions reelway does not implement. */
@@ -1280,7 +1324,8 @@ static void check_openapi_keys(ctx_t *c, const node_t *m, const char *where,
         if (known)
             continue;
         if (strncmp(k->str, "x-", 2) == 0)
-            rw__template_error(c, k, "OpenAPI extension '%.64s' is not supported by reelway", k->str);
+            rw__template_error(c, k, "OpenAPI extension '%.64s' is not supported by reelway",
+                               k->str);
         else
             rw__template_error(c, k, "unknown property '%.64s' in %s", k->str, where);
     }
@@ -1288,9 +1333,15 @@ static void check_openapi_keys(ctx_t *c, const node_t *m, const char *where,
 
 static void load_integration(ctx_t *c, rw_tpl_api_t *a, rw_tpl_route_t *r, const node_t *integ)
 {
-    static const char *const keys[] = {"type",           "uri",              "httpMethod",
-                                       "payloadFormatVersion", "timeoutInMillis", "connectionType",
-                                       "requestTemplates", "responses",       NULL};
+    static const char *const keys[] = {"type",
+                                       "uri",
+                                       "httpMethod",
+                                       "payloadFormatVersion",
+                                       "timeoutInMillis",
+                                       "connectionType",
+                                       "requestTemplates",
+                                       "responses",
+                                       NULL};
     static const rw__template_unsupported_t unsupported[] = {
         {"passthroughBehavior", "MOCK serves its default response whatever the request"},
         {"requestParameters", "parameter mappings are not supported: {name} in uri takes the "
@@ -1312,8 +1363,9 @@ static void load_integration(ctx_t *c, rw_tpl_api_t *a, rw_tpl_route_t *r, const
     const node_t *ty = rw__template_require(c, integ, "type", "x-amazon-apigateway-integration");
     int type = ty ? rw__template_get_enum(c, ty, "type", types, true) : -1;
     if (type == 3 || type == 4) {
-        rw__template_error(c, ty, "integration type %s is not supported by reelway (aws_proxy, "
-                                  "http_proxy, mock)",
+        rw__template_error(c, ty,
+                           "integration type %s is not supported by reelway (aws_proxy, "
+                           "http_proxy, mock)",
                            type == 3 ? "aws" : "http");
         return;
     }
@@ -1331,8 +1383,8 @@ static void load_integration(ctx_t *c, rw_tpl_api_t *a, rw_tpl_route_t *r, const
     const node_t *pv = rw__template_map_get(integ, "payloadFormatVersion");
     if (type != 2) {
         if (rw__template_map_get(integ, "requestTemplates"))
-            rw__template_error(c, rw__template_where(rw__template_map_get(integ,
-                                                                          "requestTemplates")),
+            rw__template_error(c,
+                               rw__template_where(rw__template_map_get(integ, "requestTemplates")),
                                "requestTemplates: only a mock integration has them");
         if (rw__template_map_get(integ, "responses"))
             rw__template_error(c, rw__template_where(rw__template_map_get(integ, "responses")),
@@ -1341,8 +1393,9 @@ static void load_integration(ctx_t *c, rw_tpl_api_t *a, rw_tpl_route_t *r, const
     if (type == 0) { /* aws_proxy */
         r->integration = RW_TPL_INTEGRATION_FUNCTION;
         if (!uri) {
-            rw__template_error(c, rw__template_where(integ), "an aws_proxy integration needs uri "
-                                                             "(the function's ARN)");
+            rw__template_error(c, rw__template_where(integ),
+                               "an aws_proxy integration needs uri "
+                               "(the function's ARN)");
         } else {
             val_t val;
             if (rw__template_eval(c, uri, "uri", &val)) {
@@ -1351,17 +1404,20 @@ static void load_integration(ctx_t *c, rw_tpl_api_t *a, rw_tpl_route_t *r, const
                 else if (val.str)
                     r->function = rw__template_function_from_arn(c, val.str);
                 if (r->function < 0)
-                    rw__template_error(c, uri, "uri: does not name a function of this template "
-                                               "(use !GetAtt Fn.Arn or its invocation URI)");
+                    rw__template_error(c, uri,
+                                       "uri: does not name a function of this template "
+                                       "(use !GetAtt Fn.Arn or its invocation URI)");
             }
         }
         if (hm && rw__template_get_str(c, hm, "httpMethod", &s) && strcasecmp(s, "POST") != 0)
-            rw__template_error(c, hm, "httpMethod: a Lambda integration is called with POST, not "
-                                      "%.16s",
+            rw__template_error(c, hm,
+                               "httpMethod: a Lambda integration is called with POST, not "
+                               "%.16s",
                                s);
         else if (!hm && !http)
-            rw__template_error(c, rw__template_where(integ), "an aws_proxy integration of a REST "
-                                                             "API needs httpMethod: POST");
+            rw__template_error(c, rw__template_where(integ),
+                               "an aws_proxy integration of a REST "
+                               "API needs httpMethod: POST");
         if (pv && rw__template_get_str(c, pv, "payloadFormatVersion", &s)) {
             if (streq(s, "1.0") || (http && streq(s, "2.0")))
                 r->payload_version = streq(s, "1.0") ? "1.0" : "2.0";
@@ -1382,7 +1438,13 @@ static void load_integration(ctx_t *c, rw_tpl_api_t *a, rw_tpl_route_t *r, const
                 for (const char *p = strchr(s, '{'); p && ok; p = strchr(p + 1, '{')) {
                     size_t n = strcspn(p + 1, "}");
                     char *name = rw__template_strndup(c->scratch, p + 1, n);
-                    if (!p[1 + n] || !path_has_param(r->path, name)) {
+                    if (n > 0 && name[n - 1] == '+') {
+                        rw__template_error(c, uri,
+                                           "uri: write {%.*s} for the greedy parameter, "
+                                           "not {%s}",
+                                           (int)n - 1, name, name);
+                        ok = false;
+                    } else if (!p[1 + n] || !path_has_param(r->path, name)) {
                         rw__template_error(c, uri, "uri: {%.32s} is not a path parameter of %s",
                                            name, r->path);
                         ok = false;
@@ -1492,12 +1554,14 @@ static void load_definition_body(ctx_t *c, int api, const node_t *body)
     static const char *const path_docs[] = {"summary", "description", "parameters", NULL};
     static const struct {
         const char *key, *method;
-    } methods[] = {{"get", "GET"},         {"put", "PUT"},         {"post", "POST"},
-                   {"delete", "DELETE"},   {"options", "OPTIONS"}, {"head", "HEAD"},
+    } methods[] = {{"get", "GET"},         {"put", "PUT"},
+                   {"post", "POST"},       {"delete", "DELETE"},
+                   {"options", "OPTIONS"}, {"head", "HEAD"},
                    {"patch", "PATCH"},     {"x-amazon-apigateway-any-method", "ANY"}};
-    static const char *const path_keys[] = {"get",  "put",   "post", "delete",
-                                            "options", "head", "patch",
-                                            "x-amazon-apigateway-any-method", NULL};
+    static const char *const path_keys[] = {
+        "get",     "put",  "post",  "delete",
+        "options", "head", "patch", "x-amazon-apigateway-any-method",
+        NULL};
     rw_tpl_api_t *a = &c->tpl->apis[api];
     if (!rw__template_get_map(c, body, "DefinitionBody"))
         return;
@@ -1550,16 +1614,16 @@ static void load_api(ctx_t *c, rw__template_sym_t *s)
     bool http = a->kind == RW_TPL_API_HTTP;
     const node_t *own = api_props(c, s, true);
     if (s->resource && !own && !http && !a->implicit)
-        rw__template_error(c, s->key, "AWS::Serverless::Api %s: Properties with StageName is "
-                                      "required",
+        rw__template_error(c, s->key,
+                           "AWS::Serverless::Api %s: Properties with StageName is "
+                           "required",
                            s->id);
     if (own)
         rw__template_check_keys(c, own, http ? "AWS::Serverless::HttpApi" : "AWS::Serverless::Api",
                                 http ? http_keys : rest_keys,
                                 http ? http_unsupported : rest_unsupported);
     const node_t *props = merged_props(c, s, false);
-    const node_t *meta =
-        s->resource ? rw__template_reelway_metadata(c, s, api_meta_keys) : NULL;
+    const node_t *meta = s->resource ? rw__template_reelway_metadata(c, s, api_meta_keys) : NULL;
     a->default_authorizer = -1;
     a->authorize_preflight = true;
     a->api_key_on_preflight = true;
@@ -1571,8 +1635,9 @@ static void load_api(ctx_t *c, rw__template_sym_t *s)
         rw__template_error(c, v, "StageName: '%.64s' must be letters, digits, - and _%s", str,
                            http ? " (or $default)" : "");
     else if (!v && !http && !a->implicit && own)
-        rw__template_error(c, rw__template_where(own), "AWS::Serverless::Api %s: StageName is "
-                                                       "required",
+        rw__template_error(c, rw__template_where(own),
+                           "AWS::Serverless::Api %s: StageName is "
+                           "required",
                            s->id);
     if ((v = rw__template_map_get(meta, "BasePath")) &&
         rw__template_get_str(c, v, "BasePath", &str) &&
@@ -1609,8 +1674,9 @@ static void load_api(ctx_t *c, rw__template_sym_t *s)
         load_auth(c, s->index, v, meta_auths);
     else if (meta_auths)
         for (size_t i = 0; i < meta_auths->count; i++)
-            rw__template_error(c, MAP_KEY(meta_auths, i), "Metadata.Reelway.Authorizers: the API "
-                                                          "has no Auth.Authorizers");
+            rw__template_error(c, MAP_KEY(meta_auths, i),
+                               "Metadata.Reelway.Authorizers: the API "
+                               "has no Auth.Authorizers");
     if ((v = rw__template_map_get(props, "DefinitionBody")))
         load_definition_body(c, s->index, v);
 }
@@ -1671,15 +1737,15 @@ void rw__template_load_apis(ctx_t *c)
 void rw__template_add_api_event(ctx_t *c, int fn, const node_t *name, const node_t *event,
                                 bool http)
 {
-    static const char *const rest_event_keys[] = {"Path", "Method", "RestApiId", "Auth",
-                                                  "TimeoutInMillis", NULL};
+    static const char *const rest_event_keys[] = {"Path", "Method",          "RestApiId",
+                                                  "Auth", "TimeoutInMillis", NULL};
     static const rw__template_unsupported_t rest_event_unsupported[] = {
         {"RequestModel", "request validation is not supported"},
         {"RequestParameters", "request validation is not supported"},
         {"ResponseTransferMode", "streaming follows the function's response mode"},
         {NULL, NULL}};
-    static const char *const http_event_keys[] = {"Path", "Method", "ApiId", "Auth",
-                                                  "PayloadFormatVersion", "TimeoutInMillis", NULL};
+    static const char *const http_event_keys[] = {
+        "Path", "Method", "ApiId", "Auth", "PayloadFormatVersion", "TimeoutInMillis", NULL};
     static const rw__template_unsupported_t http_event_unsupported[] = {
         {"RouteSettings", "per-route throttling is not supported"}, {NULL, NULL}};
     static const char *const rest_auth_keys[] = {"Authorizer", "ApiKeyRequired",
@@ -1719,15 +1785,17 @@ void rw__template_add_api_event(ctx_t *c, int fn, const node_t *name, const node
     bool ok = true;
     if (!http || pn || mn) {
         if (!pn) {
-            rw__template_error(c, rw__template_where(props ? props : event), "%s %s: Path is "
-                                                                             "required%s",
+            rw__template_error(c, rw__template_where(props ? props : event),
+                               "%s %s: Path is "
+                               "required%s",
                                http ? "HttpApi event" : "Api event", name->str,
                                http ? " with Method" : "");
             ok = false;
         }
         if (!mn) {
-            rw__template_error(c, rw__template_where(props ? props : event), "%s %s: Method is "
-                                                                             "required%s",
+            rw__template_error(c, rw__template_where(props ? props : event),
+                               "%s %s: Method is "
+                               "required%s",
                                http ? "HttpApi event" : "Api event", name->str,
                                http ? " with Path" : "");
             ok = false;
@@ -1890,8 +1958,8 @@ static void check_api_routes(ctx_t *c, rw_tpl_api_t *a)
             size_t nl = strcspn(p + 1, "+}");
             pr->name = rw__template_strndup(c->scratch, p + 1, nl);
             pr->greedy = p[1 + nl] == '+';
-            pr->prefix = erase_names(c, rw__template_strndup(c->scratch, r->path,
-                                                             (size_t)(p - r->path)));
+            pr->prefix =
+                erase_names(c, rw__template_strndup(c->scratch, r->path, (size_t)(p - r->path)));
             pr->route = r;
         }
     }
@@ -1899,8 +1967,9 @@ static void check_api_routes(ctx_t *c, rw_tpl_api_t *a)
     for (size_t i = 1; i < n; i++)
         if (streq(refs[i].key, refs[i - 1].key)) {
             const rw_tpl_route_t *r = refs[i].route, *first = refs[i - 1].route;
-            rw__template_error_at(c, r->line, r->col, "duplicate route %s in API %s (also at line "
-                                                      "%d%s%s)",
+            rw__template_error_at(c, r->line, r->col,
+                                  "duplicate route %s in API %s (also at line "
+                                  "%d%s%s)",
                                   r->route_key, a->name, first->line,
                                   streq(r->path, first->path) ? "" : ", as ",
                                   streq(r->path, first->path) ? "" : first->path);
@@ -1911,17 +1980,15 @@ static void check_api_routes(ctx_t *c, rw_tpl_api_t *a)
             const param_ref_t *x = &params[i - 1], *y = &params[i];
             if (!streq(x->prefix, y->prefix))
                 continue;
-            bool clash = a->kind == RW_TPL_API_REST ? (!streq(x->name, y->name) ||
-                                                       x->greedy != y->greedy)
-                                                    : (x->greedy == y->greedy &&
-                                                       !streq(x->name, y->name));
+            bool clash = a->kind == RW_TPL_API_REST
+                             ? (!streq(x->name, y->name) || x->greedy != y->greedy)
+                             : (x->greedy == y->greedy && !streq(x->name, y->name));
             if (clash)
                 rw__template_error_at(c, y->route->line, y->route->col,
                                       "route %s: {%s%s} at %s clashes with {%s%s} of route %s "
                                       "(one variable name per path position)",
-                                      y->route->route_key, y->name, y->greedy ? "+" : "",
-                                      y->prefix, x->name, x->greedy ? "+" : "",
-                                      x->route->route_key);
+                                      y->route->route_key, y->name, y->greedy ? "+" : "", y->prefix,
+                                      x->name, x->greedy ? "+" : "", x->route->route_key);
         }
     }
 }
@@ -1940,18 +2007,21 @@ void rw__template_check_routes(ctx_t *c)
         rw_tpl_api_t *a = &t->apis[i];
         check_api_routes(c, a);
         if (a->kind == RW_TPL_API_REST && a->route_count == 0 && !a->implicit)
-            rw__template_error_at(c, a->line, a->col, "API %s has no routes: add Api events that "
-                                                      "name it, or a DefinitionBody",
+            rw__template_error_at(c, a->line, a->col,
+                                  "API %s has no routes: add Api events that "
+                                  "name it, or a DefinitionBody",
                                   a->name);
         if (under_prefix(a->mount, "/_"))
-            rw__template_error_at(c, a->line, a->col, "API %s: the mount %s is under /_/, which "
-                                                      "the gateway keeps for itself",
+            rw__template_error_at(c, a->line, a->col,
+                                  "API %s: the mount %s is under /_/, which "
+                                  "the gateway keeps for itself",
                                   a->name, a->mount);
         for (size_t j = 0; j < a->route_count; j++) {
             const rw_tpl_route_t *r = &a->routes[j];
             if (!*a->mount && !r->is_default && under_prefix(r->path, "/_"))
-                rw__template_error_at(c, r->line, r->col, "route %s: /_/ is kept by the gateway "
-                                                          "(metrics)",
+                rw__template_error_at(c, r->line, r->col,
+                                      "route %s: /_/ is kept by the gateway "
+                                      "(metrics)",
                                       r->route_key);
         }
     }
@@ -1966,6 +2036,8 @@ void rw__template_check_routes(ctx_t *c)
     mount_t *mounts = NULL;
     size_t nmounts = 0;
     for (size_t i = 0; i < t->api_count; i++) {
+        if (!t->apis[i].stage)
+            continue; /* its StageName is wrong (reported): where it goes is unknown */
         mount_t *m = RW_TPL_PUSH(c->scratch, mounts, nmounts);
         *m = (mount_t){t->apis[i].mount, t->apis[i].name, (int)i, t->apis[i].line, t->apis[i].col};
     }
@@ -1995,20 +2067,22 @@ void rw__template_check_routes(ctx_t *c)
             for (size_t k = 0; k < a->route_count; k++) {
                 const rw_tpl_route_t *r = &a->routes[k];
                 if (!r->is_default && under_prefix(r->path, rest))
-                    rw__template_error_at(c, r->line, r->col, "route %s of %s can never be "
-                                                              "reached: %s is served at %s",
+                    rw__template_error_at(c, r->line, r->col,
+                                          "route %s of %s can never be "
+                                          "reached: %s is served at %s",
                                           r->route_key, a->name, mounts[j].owner, other);
             }
         }
     }
 }
 
-/* ---- usage plans ------------------------------------------------------------------------------- */
+/* ---- usage plans -------------------------------------------------------------------------------
+ */
 
 static void load_standalone_plan(ctx_t *c, const rw__template_sym_t *s)
 {
     static const char *const keys[] = {"UsagePlanName", "Description", "ApiStages", "Quota",
-                                       "Throttle", "Tags", NULL};
+                                       "Throttle",      "Tags",        NULL};
     static const char *const stage_keys[] = {"ApiId", "Stage", NULL};
     static const rw__template_unsupported_t stage_unsupported[] = {
         {"Throttle", "per-method throttles are not supported: throttle the whole plan"},
@@ -2017,8 +2091,9 @@ static void load_standalone_plan(ctx_t *c, const rw__template_sym_t *s)
     rw_tpl_usage_plan_t *up = &t->usage_plans[s->index];
     const node_t *props = rw__template_map_get(s->resource, "Properties");
     if (!props) {
-        rw__template_error(c, s->key, "AWS::ApiGateway::UsagePlan %s: Properties with ApiStages "
-                                      "is required",
+        rw__template_error(c, s->key,
+                           "AWS::ApiGateway::UsagePlan %s: Properties with ApiStages "
+                           "is required",
                            s->id);
         return;
     }
@@ -2028,7 +2103,8 @@ static void load_standalone_plan(ctx_t *c, const rw__template_sym_t *s)
     load_plan_limits(c, up, props);
     if (rw__template_map_get(props, "Tags"))
         rw__template_get_map(c, rw__template_map_get(props, "Tags"), "Tags");
-    const node_t *stages = rw__template_require(c, props, "ApiStages", "AWS::ApiGateway::UsagePlan");
+    const node_t *stages =
+        rw__template_require(c, props, "ApiStages", "AWS::ApiGateway::UsagePlan");
     if (!stages)
         return;
     if (stages->kind != RW__TPL_SEQ || stages->tag) {

@@ -13,8 +13,7 @@ static bool streq(const char *a, const char *b)
     return strcmp(a, b) == 0;
 }
 
-static void add_event_ref(ctx_t *c, int fn, const node_t *name, rw_tpl_event_kind_t kind,
-                          int index)
+static void add_event_ref(ctx_t *c, int fn, const node_t *name, rw_tpl_event_kind_t kind, int index)
 {
     rw_tpl_function_t *f = &c->tpl->functions[fn];
     rw_tpl_event_t *e = RW_TPL_PUSH(c->arena, f->events, f->event_count);
@@ -62,8 +61,9 @@ static unsigned s3_event_bits(ctx_t *c, const node_t *at, const char *s)
          strncmp(s + 3, "ObjectTagging:", 14) == 0 || strncmp(s + 3, "ObjectAcl:", 10) == 0 ||
          strncmp(s + 3, "IntelligentTiering", 18) == 0 ||
          streq(s + 3, "ReducedRedundancyLostObject")))
-        rw__template_error(c, at, "Events: %.64s is not supported by reelway (s3:ObjectCreated:* "
-                                  "and s3:ObjectRemoved:* and their kinds)",
+        rw__template_error(c, at,
+                           "Events: %.64s is not supported by reelway (s3:ObjectCreated:* "
+                           "and s3:ObjectRemoved:* and their kinds)",
                            s);
     else
         rw__template_error(c, at, "Events: '%.64s' is not an S3 event type", s);
@@ -164,9 +164,9 @@ void rw__template_add_s3_event(ctx_t *c, int fn, const node_t *name, const node_
 
 void rw__template_add_sqs_event(ctx_t *c, int fn, const node_t *name, const node_t *event)
 {
-    static const char *const keys[] = {"Queue", "BatchSize", "Enabled",
-                                       "MaximumBatchingWindowInSeconds", "FunctionResponseTypes",
-                                       NULL};
+    static const char *const keys[] = {
+        "Queue", "BatchSize", "Enabled", "MaximumBatchingWindowInSeconds", "FunctionResponseTypes",
+        NULL};
     static const rw__template_unsupported_t unsupported[] = {
         {"FilterCriteria", "event filtering is not supported"},
         {"ScalingConfig", "the function's ReservedConcurrentExecutions bounds its pollers"},
@@ -200,8 +200,9 @@ void rw__template_add_sqs_event(ctx_t *c, int fn, const node_t *name, const node
             ok = false;
     }
     if (sub.batch_size > 10 && sub.batch_window_s < 1)
-        rw__template_error(c, bs, "BatchSize: more than 10 needs MaximumBatchingWindowInSeconds "
-                                  "of 1 or more (as in Lambda)");
+        rw__template_error(c, bs,
+                           "BatchSize: more than 10 needs MaximumBatchingWindowInSeconds "
+                           "of 1 or more (as in Lambda)");
     if ((v = rw__template_map_get(props, "Enabled")))
         rw__template_get_bool(c, v, "Enabled", &sub.enabled);
     if ((v = rw__template_map_get(props, "FunctionResponseTypes"))) {
@@ -212,8 +213,9 @@ void rw__template_add_sqs_event(ctx_t *c, int fn, const node_t *name, const node
                 if (streq(types[i], response_types[0]))
                     sub.report_batch_item_failures = true;
                 else
-                    rw__template_error(c, v, "FunctionResponseTypes: '%.64s' is not "
-                                             "ReportBatchItemFailures",
+                    rw__template_error(c, v,
+                                       "FunctionResponseTypes: '%.64s' is not "
+                                       "ReportBatchItemFailures",
                                        types[i]);
             }
     }
@@ -228,8 +230,8 @@ void rw__template_add_sqs_event(ctx_t *c, int fn, const node_t *name, const node
 
 /* ---- Schedule -------------------------------------------------------------------- */
 
-static const char *const month_names[] = {"JAN", "FEB", "MAR", "APR", "MAY", "JUN",
-                                          "JUL", "AUG", "SEP", "OCT", "NOV", "DEC", NULL};
+static const char *const month_names[] = {"JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL",
+                                          "AUG", "SEP", "OCT", "NOV", "DEC", NULL};
 static const char *const day_names[] = {"SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT", NULL};
 
 typedef struct cron_field_s {
@@ -239,7 +241,7 @@ typedef struct cron_field_s {
 } cron_field_t;
 
 static const cron_field_t cron_fields[6] = {
-    {"minutes", 0, 59, NULL},     {"hours", 0, 23, NULL},          {"day-of-month", 1, 31, NULL},
+    {"minutes", 0, 59, NULL},      {"hours", 0, 23, NULL},           {"day-of-month", 1, 31, NULL},
     {"month", 1, 12, month_names}, {"day-of-week", 1, 7, day_names}, {"year", 1970, 2199, NULL}};
 
 static bool cron_value(const cron_field_t *f, const char *s, size_t n, long *out)
@@ -329,8 +331,9 @@ static bool check_cron(ctx_t *c, const node_t *at, const char *expr, char *field
             *p++ = '\0';
     }
     if (nf != 6) {
-        rw__template_error(c, at, "Schedule: cron takes 6 fields (minutes hours day-of-month month "
-                                  "day-of-week year), not %d",
+        rw__template_error(c, at,
+                           "Schedule: cron takes 6 fields (minutes hours day-of-month month "
+                           "day-of-week year), not %d",
                            nf);
         return false;
     }
@@ -359,8 +362,9 @@ static bool check_cron(ctx_t *c, const node_t *at, const char *expr, char *field
     }
     bool dom_q = streq(fields[2], "?"), dow_q = streq(fields[4], "?");
     if (dom_q == dow_q) {
-        rw__template_error(c, at, "Schedule: exactly one of day-of-month and day-of-week must be "
-                                  "?");
+        rw__template_error(c, at,
+                           "Schedule: exactly one of day-of-month and day-of-week must be "
+                           "?");
         ok = false;
     }
     if (ok)
@@ -377,8 +381,9 @@ static bool check_rate(ctx_t *c, const node_t *at, const char *body, long *secon
     } units[] = {{"minute", "minutes", 60}, {"hour", "hours", 3600}, {"day", "days", 86400}};
     char *end;
     if (body[0] < '1' || body[0] > '9') {
-        rw__template_error(c, at, "Schedule: rate takes a positive whole number, e.g. rate(5 "
-                                  "minutes)");
+        rw__template_error(c, at,
+                           "Schedule: rate takes a positive whole number, e.g. rate(5 "
+                           "minutes)");
         return false;
     }
     long n = strtol(body, &end, 10);
@@ -390,8 +395,9 @@ static bool check_rate(ctx_t *c, const node_t *at, const char *body, long *secon
     for (size_t i = 0; i < 3; i++) {
         if (streq(unit, units[i].one) || streq(unit, units[i].many)) {
             if ((n == 1) != streq(unit, units[i].one)) {
-                rw__template_error(c, at, "Schedule: write rate(1 %s) and rate(%ld %s) (the unit "
-                                          "is singular for 1 only)",
+                rw__template_error(c, at,
+                                   "Schedule: write rate(1 %s) and rate(%ld %s) (the unit "
+                                   "is singular for 1 only)",
                                    units[i].one, n == 1 ? 2 : n, units[i].many);
                 return false;
             }
@@ -406,8 +412,8 @@ static bool check_rate(ctx_t *c, const node_t *at, const char *body, long *secon
 
 void rw__template_add_schedule_event(ctx_t *c, int fn, const node_t *name, const node_t *event)
 {
-    static const char *const keys[] = {"Schedule", "Input", "Enabled", "State", "Name",
-                                       "Description", NULL};
+    static const char *const keys[] = {"Schedule", "Input",       "Enabled", "State",
+                                       "Name",     "Description", NULL};
     static const rw__template_unsupported_t unsupported[] = {
         {"DeadLetterConfig", "failed scheduled invocations follow the function's "
                              "EventInvokeConfig and DeadLetterQueue"},
@@ -513,9 +519,10 @@ void rw__template_check_events(ctx_t *c)
             if (a->bucket != b->bucket || !(a->events & b->events) ||
                 !overlaps(a->prefix, b->prefix, false) || !overlaps(a->suffix, b->suffix, true))
                 continue;
-            rw__template_error_at(c, b->line, b->col, "S3 event %s overlaps event %s of function "
-                                                      "%s on bucket %s (same event types, "
-                                                      "overlapping prefix and suffix)",
+            rw__template_error_at(c, b->line, b->col,
+                                  "S3 event %s overlaps event %s of function "
+                                  "%s on bucket %s (same event types, "
+                                  "overlapping prefix and suffix)",
                                   b->event_name, a->event_name, t->functions[a->function].name,
                                   t->buckets[b->bucket].name);
             break;
@@ -528,9 +535,10 @@ void rw__template_check_events(ctx_t *c)
         const rw_tpl_queue_t *q = &t->queues[s->queue];
         const rw_tpl_function_t *f = &t->functions[s->function];
         if (q->visibility_timeout_s < f->timeout_s)
-            rw__template_error_at(c, s->line, s->col, "SQS event %s: queue %s has "
-                                                      "VisibilityTimeout %d s, less than the "
-                                                      "function's Timeout %d s",
+            rw__template_error_at(c, s->line, s->col,
+                                  "SQS event %s: queue %s has "
+                                  "VisibilityTimeout %d s, less than the "
+                                  "function's Timeout %d s",
                                   s->event_name, q->name, q->visibility_timeout_s, f->timeout_s);
     }
     for (size_t i = 0; i < t->schedule_count; i++)

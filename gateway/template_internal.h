@@ -26,7 +26,7 @@ char *rw__template_printf(rw__template_arena_t *arena, const char *fmt, ...)
  * count (grows at 0, 4, 8, 16, ...), returns the new element. */
 void *rw__template_push(rw__template_arena_t *arena, void *array_ptr, size_t *count, size_t elem);
 
-#define RW_TPL_PUSH(arena, arr, count) \
+#define RW_TPL_PUSH(arena, arr, count)                                                             \
     ((__typeof__(*(arr)) *)rw__template_push((arena), &(arr), &(count), sizeof *(arr)))
 
 /* ---- the YAML tree ------------------------------------------------------ */
@@ -44,9 +44,9 @@ struct rw__template_node_s {
     const char *tag; /* NULL, "!Ref", "!Sub", "!GetAtt", ... (already checked) */
     const char *str; /* SCALAR: the text, NUL-terminated */
     size_t len;
-    bool quoted;     /* SCALAR: quoted, block or !!str: never null, never a bool */
-    rw__template_node_t **kids; /* SEQ: items; MAP: key, value, key, value, ... */
-    size_t count;               /* SEQ: items; MAP: pairs */
+    bool quoted;                    /* SCALAR: quoted, block or !!str: never null, never a bool */
+    rw__template_node_t **kids;     /* SEQ: items; MAP: key, value, key, value, ... */
+    size_t count;                   /* SEQ: items; MAP: pairs */
     const rw__template_node_t *key; /* a mapping value: its key */
 };
 
@@ -116,10 +116,10 @@ void rw__template_yaml_cleanup(ctx_t *c);
 
 /* What a value node evaluates to. */
 typedef struct rw__template_val_s {
-    const char *str;   /* the resolved text; NULL for a map or a list */
-    int sym;           /* a Ref/GetAtt naming a resource as a whole: index into syms */
-    const char *attr;  /* GetAtt attribute; NULL for a Ref */
-    bool is_null;      /* a YAML null (~, null, nothing) */
+    const char *str;  /* the resolved text; NULL for a map or a list */
+    int sym;          /* a Ref/GetAtt naming a resource as a whole: index into syms */
+    const char *attr; /* GetAtt attribute; NULL for a Ref */
+    bool is_null;     /* a YAML null (~, null, nothing) */
     const node_t *node;
 } rw__template_val_t;
 
@@ -146,8 +146,8 @@ bool rw__template_get_double(ctx_t *c, const node_t *n, const char *what, double
                              double *out);
 bool rw__template_get_bool(ctx_t *c, const node_t *n, const char *what, bool *out);
 /* A list of strings (a single string too when one_ok). */
-bool rw__template_get_strs(ctx_t *c, const node_t *n, const char *what, bool one_ok,
-                           char ***out, size_t *count);
+bool rw__template_get_strs(ctx_t *c, const node_t *n, const char *what, bool one_ok, char ***out,
+                           size_t *count);
 /* A map that is not an intrinsic. */
 bool rw__template_get_map(ctx_t *c, const node_t *n, const char *what);
 /* A string among choices (exact match unless nocase). Returns the index or -1. */
@@ -203,7 +203,7 @@ const node_t *rw__template_reelway_metadata(ctx_t *c, const rw__template_sym_t *
                                             const char *const *allowed);
 
 /* template_api.c */
-void rw__template_declare_apis(ctx_t *c);  /* pass 1: stages, mounts, SAM's usage plans */
+void rw__template_declare_apis(ctx_t *c); /* pass 1: stages, mounts, SAM's usage plans */
 void rw__template_check_api_globals(ctx_t *c);
 void rw__template_load_apis(ctx_t *c);
 void rw__template_add_api_event(ctx_t *c, int fn, const node_t *name, const node_t *event,

@@ -165,8 +165,7 @@ static const char *getatt_string(ctx_t *c, const rw__template_sym_t *s, const ch
 
 /* Resolves a name as Ref does: a parameter, a pseudo parameter, a resource,
  * or SAM's API.Stage. Reports problems at n. */
-static bool resolve_name(ctx_t *c, const node_t *n, const char *what, const char *name,
-                         val_t *out)
+static bool resolve_name(ctx_t *c, const node_t *n, const char *what, const char *name, val_t *out)
 {
     const char *p = pseudo(c, name);
     if (p) {
@@ -202,8 +201,7 @@ static bool resolve_name(ctx_t *c, const node_t *n, const char *what, const char
         }
         if (si >= 0 && c->syms[si].type == SYM_OTHER)
             return false;
-        rw__template_error(c, n, "%s: Ref %.128s is not supported (only API.Stage is)", what,
-                           name);
+        rw__template_error(c, n, "%s: Ref %.128s is not supported (only API.Stage is)", what, name);
         return false;
     }
     if (si < 0) {
@@ -242,8 +240,8 @@ static bool resolve_getatt(ctx_t *c, const node_t *n, const char *what, const ch
     const char *supported = "none";
     const char *v = getatt_string(c, s, attr, &supported);
     if (!v) {
-        rw__template_error(c, n, "%s: %s has no attribute '%.64s' in reelway (supported: %s)",
-                           what, rw__template_sym_type_name(s->type), attr, supported);
+        rw__template_error(c, n, "%s: %s has no attribute '%.64s' in reelway (supported: %s)", what,
+                           rw__template_sym_type_name(s->type), attr, supported);
         return false;
     }
     out->str = v;
@@ -254,7 +252,8 @@ static bool resolve_getatt(ctx_t *c, const node_t *n, const char *what, const ch
 
 static bool plain_name(ctx_t *c, const node_t *arg, const char *fn, const char *what)
 {
-    if (arg->kind != RW__TPL_SCALAR || rw__template_is_intrinsic(arg) || rw__template_is_null(arg)) {
+    if (arg->kind != RW__TPL_SCALAR || rw__template_is_intrinsic(arg) ||
+        rw__template_is_null(arg)) {
         rw__template_error(c, arg, "%s: %s takes a name, not %s", what, fn,
                            arg->kind == RW__TPL_SCALAR ? "a function or null"
                                                        : rw__template_kind_name(arg));
@@ -336,7 +335,8 @@ static bool eval_sub(ctx_t *c, const node_t *arg, const char *what, val_t *out)
     }
     if (str->kind != RW__TPL_SCALAR || rw__template_is_intrinsic(str)) {
         rw__template_error(c, str, "%s: Sub takes a literal string, not %s", what,
-                           str->kind == RW__TPL_SCALAR ? "a function" : rw__template_kind_name(str));
+                           str->kind == RW__TPL_SCALAR ? "a function"
+                                                       : rw__template_kind_name(str));
         return false;
     }
     strbuf_t b = {0};
@@ -383,8 +383,7 @@ static bool eval_sub(ctx_t *c, const node_t *arg, const char *what, val_t *out)
         if (mapped) {
             got = rw__template_eval(c, mapped, what, &v);
             if (got && (!v.str || v.is_null)) {
-                rw__template_error(c, mapped, "%s: Sub variable %.64s must be a string", what,
-                                   var);
+                rw__template_error(c, mapped, "%s: Sub variable %.64s must be a string", what, var);
                 got = false;
             }
         } else if (!strstr(var, "::") && strchr(var, '.') && !find_param(c, var) &&
@@ -473,8 +472,9 @@ bool rw__template_eval(ctx_t *c, const node_t *n, const char *what, val_t *out)
     /* An unsupported short form: reported when the tree was built; say it
      * again here so the message also stands where the value is used (the
      * list of diagnostics drops exact repeats). */
-    rw__template_error(c, n, "%s is not supported by reelway: the intrinsic functions are "
-                             "!Ref, !Sub and !GetAtt",
+    rw__template_error(c, n,
+                       "%s is not supported by reelway: the intrinsic functions are "
+                       "!Ref, !Sub and !GetAtt",
                        n->tag);
     return false;
 }
@@ -606,12 +606,13 @@ bool rw__template_get_strs(ctx_t *c, const node_t *n, const char *what, bool one
             return true;
         }
         if (n->tag || rw__template_is_intrinsic(n))
-            rw__template_error(c, n, "%s: expected a list of strings, not a function that gives "
-                                     "one string",
+            rw__template_error(c, n,
+                               "%s: expected a list of strings, not a function that gives "
+                               "one string",
                                what);
         else
             rw__template_error(c, n, "%s: expected a list of strings, got %s", what,
-                               rw__template_is_null(n) ? "null"
+                               rw__template_is_null(n)  ? "null"
                                : n->kind == RW__TPL_MAP ? "a map"
                                                         : "a string");
         return false;
@@ -636,7 +637,7 @@ bool rw__template_get_map(ctx_t *c, const node_t *n, const char *what)
     }
     if (n->kind != RW__TPL_MAP) {
         rw__template_error(c, n, "%s: expected a map, got %s", what,
-                           rw__template_is_null(n) ? "null"
+                           rw__template_is_null(n)  ? "null"
                            : n->kind == RW__TPL_SEQ ? "a list"
                                                     : "a string");
         return false;

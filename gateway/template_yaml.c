@@ -14,9 +14,10 @@
 
 /* ---- arena ---------------------------------------------------------------- */
 
-/* One load may not use more than this, whatever the input: a 1 MiB template
- * needs a few MiB; the cap stops !Sub expansion bombs and keeps fuzzing sane. */
-#define ARENA_CAP ((size_t)256 << 20)
+/* An arena may not grow past this, whatever the input: a 1 MiB template needs
+ * a few MiB; the cap stops !Sub expansion bombs (each value is limited to
+ * 64 KiB, but there can be many) and ends the load with RW_ELIMIT. */
+#define ARENA_CAP ((size_t)64 << 20)
 #define CHUNK_SIZE ((size_t)64 << 10)
 #define ALIGN 16
 
@@ -199,8 +200,7 @@ void rw_diag_list_print(const rw_diag_list_t *list, const char *file, FILE *out)
             fprintf(out, "%s: error: %s\n", file, d->message);
     }
     if (list->truncated)
-        fprintf(out, "%s: error: more than %d errors; the rest are not shown\n", file,
-                RW_DIAG_MAX);
+        fprintf(out, "%s: error: more than %d errors; the rest are not shown\n", file, RW_DIAG_MAX);
 }
 
 static void report_v(ctx_t *c, int line, int col, const char *fmt, va_list ap)
@@ -240,9 +240,10 @@ const node_t *rw__template_where(const node_t *n)
 
 /* CloudFormation's short-form intrinsics that reelway does not evaluate. */
 static const char *const unsupported_tags[] = {
-    "!If",     "!Join",      "!Select",    "!Split",  "!FindInMap", "!Base64",       "!Cidr",
-    "!GetAZs", "!ImportValue", "!Equals",  "!And",    "!Or",        "!Not",          "!Condition",
-    "!Transform", "!Length", "!ToJsonString", "!ForEach", NULL};
+    "!If",   "!Join",      "!Select",      "!Split",  "!FindInMap",    "!Base64",
+    "!Cidr", "!GetAZs",    "!ImportValue", "!Equals", "!And",          "!Or",
+    "!Not",  "!Condition", "!Transform",   "!Length", "!ToJsonString", "!ForEach",
+    NULL};
 
 typedef struct yaml_state_s {
     yaml_parser_t parser;
@@ -329,8 +330,9 @@ static void finish_map(ctx_t *c, node_t *m)
             continue;
         }
         if (!k->quoted && strcmp(k->str, "<<") == 0) {
-            rw__template_error(c, k, "YAML merge keys (<<) are not supported "
-                                     "(CloudFormation rejects them)");
+            rw__template_error(c, k,
+                               "YAML merge keys (<<) are not supported "
+                               "(CloudFormation rejects them)");
             continue;
         }
         refs[nrefs++] = (key_ref_t){k->str, i};
@@ -448,14 +450,15 @@ const node_t *rw__template_parse_yaml(ctx_t *c, const char *data, size_t len)
         case YAML_SCALAR_EVENT: {
             made = new_node(c, RW__TPL_SCALAR, &ev->start_mark);
             made->len = ev->data.scalar.length;
-            made->str = rw__template_strndup(c->scratch, (const char *)ev->data.scalar.value,
-                                             made->len);
+            made->str =
+                rw__template_strndup(c->scratch, (const char *)ev->data.scalar.value, made->len);
             made->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
             if (strlen(made->str) != made->len)
                 rw__template_error(c, made, "a string contains a NUL character");
             if (ev->data.scalar.anchor)
-                rw__template_error(c, made, "YAML anchors (&%.64s) are not supported "
-                                            "(CloudFormation rejects them)",
+                rw__template_error(c, made,
+                                   "YAML anchors (&%.64s) are not supported "
+                                   "(CloudFormation rejects them)",
                                    (const char *)ev->data.scalar.anchor);
             made->tag = check_tag(c, made, (const char *)ev->data.scalar.tag);
             break;
@@ -464,8 +467,9 @@ const node_t *rw__template_parse_yaml(ctx_t *c, const char *data, size_t len)
             made = new_node(c, RW__TPL_SCALAR, &ev->start_mark);
             made->str = "";
             made->quoted = true; /* a placeholder: the alias is the one problem here */
-            rw__template_error(c, made, "YAML aliases (*%.64s) are not supported "
-                                        "(CloudFormation rejects them)",
+            rw__template_error(c, made,
+                               "YAML aliases (*%.64s) are not supported "
+                               "(CloudFormation rejects them)",
                                (const char *)ev->data.alias.anchor);
             break;
         case YAML_SEQUENCE_START_EVENT:
@@ -476,8 +480,9 @@ const node_t *rw__template_parse_yaml(ctx_t *c, const char *data, size_t len)
                 map ? ev->data.mapping_start.anchor : ev->data.sequence_start.anchor;
             const yaml_char_t *tag = map ? ev->data.mapping_start.tag : ev->data.sequence_start.tag;
             if (anchor)
-                rw__template_error(c, n, "YAML anchors (&%.64s) are not supported "
-                                         "(CloudFormation rejects them)",
+                rw__template_error(c, n,
+                                   "YAML anchors (&%.64s) are not supported "
+                                   "(CloudFormation rejects them)",
                                    (const char *)anchor);
             n->tag = check_tag(c, n, (const char *)tag);
             if (depth == MAX_DEPTH) {

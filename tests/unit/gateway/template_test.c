@@ -29,8 +29,7 @@ static const char *source_dir(void)
 static void print_diags(const rw_diag_list_t *d)
 {
     for (size_t i = 0; i < d->count; i++)
-        print_message("  diag %d:%d: %s\n", d->items[i].line, d->items[i].col,
-                      d->items[i].message);
+        print_message("  diag %d:%d: %s\n", d->items[i].line, d->items[i].col, d->items[i].message);
 }
 
 static int load_text(const char *yaml, const rw_template_params_t *p, rw_template_t **t,
@@ -213,7 +212,8 @@ static void full_template_loads_into_the_model(void **state)
     assert_int_equal(jwt->kind, RW_TPL_AUTH_JWT);
     assert_int_equal(jwt->issuer_count, 1);
     assert_string_equal(jwt->issuers[0].issuer, "https://issuer.example.com/");
-    assert_string_equal(jwt->issuers[0].jwks_uri, "https://issuer.example.com/.well-known/jwks.json");
+    assert_string_equal(jwt->issuers[0].jwks_uri,
+                        "https://issuer.example.com/.well-known/jwks.json");
     assert_null(jwt->issuers[0].jwks_file);
     assert_int_equal(jwt->audience_count, 2);
     assert_string_equal(jwt->audiences[1], "web");
@@ -442,7 +442,7 @@ static void full_template_loads_into_the_model(void **state)
 #define H "Transform: AWS::Serverless-2016-10-31\nResources:\n"
 /* A valid function on lines 3-7; its next property goes on line 8, column 7. */
 #define F                                                                                          \
-    "  Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n      CodeUri: fn\n"            \
+    "  Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n      CodeUri: fn\n"             \
     "      Runtime: provided\n"
 /* An event E of Fn, its Properties' keys from line 12, column 13. */
 #define EV(type) F "      Events:\n        E:\n          Type: " type "\n          Properties:\n"
@@ -465,8 +465,9 @@ static const bad_case_t bad_cases[] = {
      "Timeout: expected an integer, got \"soon\""},
     {"string given a map", H F "      Description: {a: b}\n", 8, 20,
      "Description: expected a string, got a map"},
-    {"bool given a word", H EV("SQS") "            Queue: !GetAtt Q.Arn\n"
-                                      "            Enabled: maybe\n" Q,
+    {"bool given a word",
+     H EV("SQS") "            Queue: !GetAtt Q.Arn\n"
+                 "            Enabled: maybe\n" Q,
      13, 22, "Enabled: expected true or false"},
     {"unknown property", H F "      Foo: 1\n", 8, 7,
      "unknown property 'Foo' in AWS::Serverless::Function"},
@@ -476,8 +477,8 @@ static const bad_case_t bad_cases[] = {
      "duplicate key 'MemorySize' (first at line 8)"},
     {"short-form intrinsic not supported", H F "      MemorySize: !If [c, 128, 256]\n", 8, 19,
      "!If is not supported by reelway"},
-    {"long-form intrinsic not supported", H F "      Description: {\"Fn::Join\": [\"\", [a]]}\n",
-     8, 20, "Fn::Join is not supported by reelway"},
+    {"long-form intrinsic not supported", H F "      Description: {\"Fn::Join\": [\"\", [a]]}\n", 8,
+     20, "Fn::Join is not supported by reelway"},
     {"Ref of nothing", H F "      Description: !Ref Nope\n", 8, 20,
      "'Nope' is not a parameter or a resource of this template"},
     {"GetAtt of a missing attribute", H F "      Description: !GetAtt Fn.Foo\n", 8, 20,
@@ -509,10 +510,11 @@ static const bad_case_t bad_cases[] = {
        "      Runtime: nodejs20.x\n      Handler: index\n",
      8, 16, "Handler: 'index' must be MODULE.FUNCTION for nodejs20.x"},
     {"CodeUri missing",
-     H "  Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n      Runtime: provided\n", 5, 5,
-     "Fn: CodeUri is required"},
-    {"CodeUri in S3", H "  Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n"
-                        "      CodeUri: s3://bucket/key.zip\n      Runtime: provided\n",
+     H "  Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n      Runtime: provided\n", 5,
+     5, "Fn: CodeUri is required"},
+    {"CodeUri in S3",
+     H "  Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n"
+       "      CodeUri: s3://bucket/key.zip\n      Runtime: provided\n",
      6, 16, "is a URL; reelway needs a path relative to the template"},
     {"resource type not supported", H "  T:\n    Type: AWS::DynamoDB::Table\n", 4, 11,
      "resource type AWS::DynamoDB::Table is not supported by reelway"},
@@ -524,17 +526,21 @@ static const bad_case_t bad_cases[] = {
     {"other Transform",
      "Transform: [AWS::Serverless-2016-10-31, AWS::LanguageExtensions]\nResources:\n" F, 1, 12,
      "Transform AWS::LanguageExtensions is not supported"},
-    {"YAML anchor", H F "      Description: &d text\n", 8, 20, "YAML anchors (&d) are not supported"},
+    {"YAML anchor", H F "      Description: &d text\n", 8, 20,
+     "YAML anchors (&d) are not supported"},
     {"YAML alias", H F "      Description: *d\n", 8, 20, "YAML aliases (*d) are not supported"},
     {"YAML syntax", H F "      Description: [unclosed\n", 9, 1, "YAML syntax error"},
     {"second document", H F "---\nx: 1\n", 8, 1, "a template is one YAML document"},
     {"non-string key", H F "      ? [a]\n      : b\n", 8, 9, "mapping keys must be strings"},
     {"route on a missing API",
-     H EV("HttpApi") "            ApiId: !Ref Missing\n            Path: /a\n            Method: GET\n",
+     H EV("HttpApi") "            ApiId: !Ref Missing\n            Path: /a\n            Method: "
+                     "GET\n",
      12, 20, "'Missing' is not a parameter or a resource"},
-    {"route on a function", H EV("HttpApi") "            ApiId: !Ref Fn\n            Path: /a\n"
-                                            "            Method: GET\n",
-     12, 20, "ApiId must refer to an AWS::Serverless::HttpApi, but Fn is an AWS::Serverless::Function"},
+    {"route on a function",
+     H EV("HttpApi") "            ApiId: !Ref Fn\n            Path: /a\n"
+                     "            Method: GET\n",
+     12, 20,
+     "ApiId must refer to an AWS::Serverless::HttpApi, but Fn is an AWS::Serverless::Function"},
     {"duplicate route",
      H EV("HttpApi") "            Path: /a/{x}\n            Method: GET\n"
                      "        E2:\n          Type: HttpApi\n          Properties:\n"
@@ -564,9 +570,8 @@ static const bad_case_t bad_cases[] = {
      "PayloadFormatVersion: '3.0' is not one of: 1.0, 2.0"},
     {"reserved gateway path", H EV("HttpApi") "            Path: /_/x\n            Method: GET\n",
      9, 9, "/_/ is kept by the gateway"},
-    {"DefaultAuthorizer missing",
-     H HTTP_API "      Auth:\n        DefaultAuthorizer: Nope\n", 7, 28,
-     "DefaultAuthorizer: Nope is not in Auth.Authorizers"},
+    {"DefaultAuthorizer missing", H HTTP_API "      Auth:\n        DefaultAuthorizer: Nope\n", 7,
+     28, "DefaultAuthorizer: Nope is not in Auth.Authorizers"},
     {"event authorizer missing",
      H EV("HttpApi") "            Path: /a\n            Method: GET\n            Auth:\n"
                      "              Authorizer: Missing\n",
@@ -574,26 +579,29 @@ static const bad_case_t bad_cases[] = {
     {"scopes on a Lambda authorizer",
      H F "      Events:\n        E:\n          Type: HttpApi\n          Properties:\n"
          "            ApiId: !Ref A\n            Path: /a\n            Method: GET\n"
-         "            Auth:\n              Authorizer: L\n              AuthorizationScopes: [x]\n"
-         HTTP_API "      Auth:\n        Authorizers:\n          L:\n"
-         "            FunctionArn: !GetAtt Fn.Arn\n            AuthorizerPayloadFormatVersion: \"2.0\"\n",
+         "            Auth:\n              Authorizer: L\n              AuthorizationScopes: "
+         "[x]\n" HTTP_API "      Auth:\n        Authorizers:\n          L:\n"
+         "            FunctionArn: !GetAtt Fn.Arn\n            AuthorizerPayloadFormatVersion: "
+         "\"2.0\"\n",
      17, 36, "AuthorizationScopes need a JWT or Cognito authorizer"},
     {"JWT and Lambda at once",
      H F HTTP_API "      Auth:\n        Authorizers:\n          X:\n"
-         "            FunctionArn: !GetAtt Fn.Arn\n"
-         "            JwtConfiguration: {issuer: \"https://i\", audience: [a]}\n",
+                  "            FunctionArn: !GetAtt Fn.Arn\n"
+                  "            JwtConfiguration: {issuer: \"https://i\", audience: [a]}\n",
      13, 11, "FunctionArn (Lambda) and JwtConfiguration (JWT) exclude each other"},
     {"simple responses need 2.0",
      H F HTTP_API "      Auth:\n        Authorizers:\n          L:\n"
-         "            FunctionArn: !GetAtt Fn.Arn\n            AuthorizerPayloadFormatVersion: \"1.0\"\n"
-         "            EnableSimpleResponses: true\n",
+                  "            FunctionArn: !GetAtt Fn.Arn\n            "
+                  "AuthorizerPayloadFormatVersion: \"1.0\"\n"
+                  "            EnableSimpleResponses: true\n",
      16, 36, "EnableSimpleResponses needs AuthorizerPayloadFormatVersion 2.0"},
     {"REQUEST authorizer caching without identity",
-     H F "  R:\n    Type: AWS::Serverless::Api\n    Properties:\n      StageName: s\n"
-         "      DefinitionBody: {openapi: \"3.0\", paths: {/x: {get: {x-amazon-apigateway-integration: "
-         "{type: mock, responses: {default: {statusCode: 200}}}}}}}\n"
-         "      Auth:\n        Authorizers:\n          Req:\n"
-         "            FunctionArn: !GetAtt Fn.Arn\n            FunctionPayloadType: REQUEST\n",
+     H F
+     "  R:\n    Type: AWS::Serverless::Api\n    Properties:\n      StageName: s\n"
+     "      DefinitionBody: {openapi: \"3.0\", paths: {/x: {get: {x-amazon-apigateway-integration: "
+     "{type: mock, responses: {default: {statusCode: 200}}}}}}}\n"
+     "      Auth:\n        Authorizers:\n          Req:\n"
+     "            FunctionArn: !GetAtt Fn.Arn\n            FunctionPayloadType: REQUEST\n",
      15, 11, "a REQUEST authorizer that caches"},
     {"JWT issuer not a URL",
      H HTTP_API "      Auth:\n        Authorizers:\n          J:\n            JwtConfiguration:\n"
@@ -607,16 +615,18 @@ static const bad_case_t bad_cases[] = {
                 "{statusCode: 500}\n",
      15, 19, "serves exactly one response, named default"},
     {"mock VTL body",
-     H HTTP_API "      DefinitionBody:\n        openapi: \"3.0.1\"\n        paths:\n          /m:\n"
-                "            get:\n              x-amazon-apigateway-integration:\n"
-                "                type: mock\n                responses:\n                  default:\n"
-                "                    statusCode: 200\n                    responseTemplates:\n"
-                "                      application/json: '{\"id\": \"$context.requestId\"}'\n",
+     H HTTP_API
+     "      DefinitionBody:\n        openapi: \"3.0.1\"\n        paths:\n          /m:\n"
+     "            get:\n              x-amazon-apigateway-integration:\n"
+     "                type: mock\n                responses:\n                  default:\n"
+     "                    statusCode: 200\n                    responseTemplates:\n"
+     "                      application/json: '{\"id\": \"$context.requestId\"}'\n",
      17, 41, "VTL is not evaluated by reelway"},
     {"http_proxy placeholder",
-     H HTTP_API "      DefinitionBody:\n        openapi: \"3.0.1\"\n        paths:\n          /p/{id}:\n"
-                "            get:\n              x-amazon-apigateway-integration:\n"
-                "                type: http_proxy\n                uri: https://up/{other}\n",
+     H HTTP_API
+     "      DefinitionBody:\n        openapi: \"3.0.1\"\n        paths:\n          /p/{id}:\n"
+     "            get:\n              x-amazon-apigateway-integration:\n"
+     "                type: http_proxy\n                uri: https://up/{other}\n",
      13, 22, "uri: {other} is not a path parameter of /p/{id}"},
     {"aws_proxy to nothing",
      H HTTP_API "      DefinitionBody:\n        openapi: \"3.0.1\"\n        paths:\n          /p:\n"
@@ -637,13 +647,15 @@ static const bad_case_t bad_cases[] = {
                 "        x-amazon-apigateway-policy: {}\n",
      9, 9, "OpenAPI extension 'x-amazon-apigateway-policy' is not supported"},
     {"CORS credentials with any origin",
-     H HTTP_API "      CorsConfiguration:\n        AllowOrigins: ['*']\n        AllowCredentials: true\n",
+     H HTTP_API
+     "      CorsConfiguration:\n        AllowOrigins: ['*']\n        AllowCredentials: true\n",
      7, 9, "AllowCredentials cannot be true when the allowed origin is *"},
-    {"REST Cors unquoted", H F "  R:\n    Type: AWS::Serverless::Api\n    Properties:\n"
-                               "      StageName: s\n      Cors: example.com\n"
-                               "      DefinitionBody: {openapi: \"3.0\", paths: {/x: {get: "
-                               "{x-amazon-apigateway-integration: {type: mock, responses: "
-                               "{default: {statusCode: 200}}}}}}}\n",
+    {"REST Cors unquoted",
+     H F "  R:\n    Type: AWS::Serverless::Api\n    Properties:\n"
+         "      StageName: s\n      Cors: example.com\n"
+         "      DefinitionBody: {openapi: \"3.0\", paths: {/x: {get: "
+         "{x-amazon-apigateway-integration: {type: mock, responses: "
+         "{default: {statusCode: 200}}}}}}}\n",
      12, 13, "REST Cors values are quoted strings"},
     {"REST API without StageName",
      H "  R:\n    Type: AWS::Serverless::Api\n    Properties:\n      DefinitionBody: {openapi: "
@@ -659,8 +671,8 @@ static const bad_case_t bad_cases[] = {
                  "  R:\n    Type: AWS::Serverless::Api\n    Properties:\n      StageName: s\n",
      9, 9, "route GET /a requires an API key, but no usage plan covers API R"},
     {"two APIs at one mount",
-     H "  A1:\n    Type: AWS::Serverless::HttpApi\n  A2:\n    Type: AWS::Serverless::HttpApi\n",
-     5, 3, "A2 is served at '/' like A1"},
+     H "  A1:\n    Type: AWS::Serverless::HttpApi\n  A2:\n    Type: AWS::Serverless::HttpApi\n", 5,
+     3, "A2 is served at '/' like A1"},
     {"route shadowed by another API",
      H EV("HttpApi") "            Path: /ops/x\n            Method: GET\n"
                      "  R:\n    Type: AWS::Serverless::Api\n    Properties:\n      StageName: ops\n"
@@ -669,8 +681,8 @@ static const bad_case_t bad_cases[] = {
                      "{default: {statusCode: 200}}}}}}}\n",
      9, 9, "route GET /ops/x of ServerlessHttpApi can never be reached: R is served at /ops"},
     {"BasePath with a parameter",
-     H HTTP_API "      StageName: s\n    Metadata:\n      Reelway:\n        BasePath: /{x}\n", 9, 19,
-     "BasePath: give a fixed prefix"},
+     H HTTP_API "      StageName: s\n    Metadata:\n      Reelway:\n        BasePath: /{x}\n", 9,
+     19, "BasePath: give a fixed prefix"},
     {"unknown Metadata key", H F "    Metadata:\n      BuildMethod: makefile\n", 9, 7,
      "unknown property 'BuildMethod' in Metadata (reelway reads only Metadata.Reelway)"},
     {"rate unit", H EV("Schedule") "            Schedule: rate(2 minute)\n", 12, 23,
@@ -679,23 +691,29 @@ static const bad_case_t bad_cases[] = {
      "exactly one of day-of-month and day-of-week must be ?"},
     {"cron field value", H EV("Schedule") "            Schedule: cron(0 25 * * ? *)\n", 12, 23,
      "'25' is not a valid hours"},
-    {"schedule Input", H EV("Schedule") "            Schedule: rate(1 day)\n"
-                                        "            Input: '{not json'\n",
+    {"schedule Input",
+     H EV("Schedule") "            Schedule: rate(1 day)\n"
+                      "            Input: '{not json'\n",
      13, 20, "Input: not a JSON text"},
-    {"Enabled and State", H EV("Schedule") "            Schedule: rate(1 day)\n"
-                                           "            Enabled: true\n            State: ENABLED\n",
+    {"Enabled and State",
+     H EV("Schedule") "            Schedule: rate(1 day)\n"
+                      "            Enabled: true\n            State: ENABLED\n",
      14, 20, "State and Enabled exclude each other"},
-    {"SQS batch without window", H EV("SQS") "            Queue: !GetAtt Q.Arn\n"
-                                             "            BatchSize: 11\n" Q,
+    {"SQS batch without window",
+     H EV("SQS") "            Queue: !GetAtt Q.Arn\n"
+                 "            BatchSize: 11\n" Q,
      13, 24, "BatchSize: more than 10 needs MaximumBatchingWindowInSeconds"},
     {"SQS visibility below timeout",
-     H EV("SQS") "            Queue: !GetAtt Q.Arn\n" Q "    Properties:\n      VisibilityTimeout: 2\n",
+     H EV("SQS") "            Queue: !GetAtt Q.Arn\n" Q
+                 "    Properties:\n      VisibilityTimeout: 2\n",
      9, 9, "queue Q has VisibilityTimeout 2 s, less than the function's Timeout 3 s"},
-    {"S3 bucket that is a queue", H EV("S3") "            Bucket: !Ref Q\n"
-                                             "            Events: s3:ObjectCreated:*\n" Q,
+    {"S3 bucket that is a queue",
+     H EV("S3") "            Bucket: !Ref Q\n"
+                "            Events: s3:ObjectCreated:*\n" Q,
      12, 21, "Bucket must refer to an AWS::S3::Bucket, but Q is an AWS::SQS::Queue"},
-    {"S3 event type", H EV("S3") "            Bucket: !Ref Bkt\n            Events: s3:ObjectRestore:*\n"
-                                 "  Bkt:\n    Type: AWS::S3::Bucket\n",
+    {"S3 event type",
+     H EV("S3") "            Bucket: !Ref Bkt\n            Events: s3:ObjectRestore:*\n"
+                "  Bkt:\n    Type: AWS::S3::Bucket\n",
      13, 21, "s3:ObjectRestore:* is not supported by reelway"},
     {"S3 overlapping notifications",
      H EV("S3") "            Bucket: !Ref Bkt\n            Events: s3:ObjectCreated:*\n"
@@ -712,25 +730,32 @@ static const bad_case_t bad_cases[] = {
      12, 30, "a queue cannot be its own dead-letter queue"},
     {"FIFO queue", H F Q "    Properties:\n      QueueName: jobs.fifo\n", 11, 18,
      "FIFO queues are not supported"},
-    {"bucket name", H F "  B:\n    Type: AWS::S3::Bucket\n    Properties:\n      BucketName: Bad_Name\n",
-     11, 19, "BucketName: 'Bad_Name' is not a valid bucket name"},
-    {"API key value", H F "  K:\n    Type: AWS::ApiGateway::ApiKey\n    Properties:\n"
-                          "      Value: short\n",
+    {"bucket name",
+     H F "  B:\n    Type: AWS::S3::Bucket\n    Properties:\n      BucketName: Bad_Name\n", 11, 19,
+     "BucketName: 'Bad_Name' is not a valid bucket name"},
+    {"API key value",
+     H F "  K:\n    Type: AWS::ApiGateway::ApiKey\n    Properties:\n"
+         "      Value: short\n",
      11, 14, "Value: an API key is 20 to 128 characters, not 5"},
-    {"quota period", H F "  P:\n    Type: AWS::ApiGateway::UsagePlan\n    Properties:\n"
-                         "      ApiStages: []\n      Quota: {Limit: 5, Period: YEAR}\n",
+    {"quota period",
+     H F "  P:\n    Type: AWS::ApiGateway::UsagePlan\n    Properties:\n"
+         "      ApiStages: []\n      Quota: {Limit: 5, Period: YEAR}\n",
      12, 33, "Period: 'YEAR' is not one of: DAY, WEEK, MONTH"},
-    {"DependsOn nothing", H "  Fn:\n    Type: AWS::Serverless::Function\n    DependsOn: Ghost\n"
-                          "    Properties:\n      CodeUri: fn\n      Runtime: provided\n",
+    {"DependsOn nothing",
+     H "  Fn:\n    Type: AWS::Serverless::Function\n    DependsOn: Ghost\n"
+       "    Properties:\n      CodeUri: fn\n      Runtime: provided\n",
      5, 16, "DependsOn: Ghost is not a resource of this template"},
-    {"parameter without a default", "Transform: AWS::Serverless-2016-10-31\nParameters:\n"
-                                    "  P:\n    Type: String\nResources:\n" F,
+    {"parameter without a default",
+     "Transform: AWS::Serverless-2016-10-31\nParameters:\n"
+     "  P:\n    Type: String\nResources:\n" F,
      3, 3, "parameter P has no Default and no value was given"},
-    {"Number parameter default", "Transform: AWS::Serverless-2016-10-31\nParameters:\n"
-                                 "  P:\n    Type: Number\n    Default: many\nResources:\n" F,
+    {"Number parameter default",
+     "Transform: AWS::Serverless-2016-10-31\nParameters:\n"
+     "  P:\n    Type: Number\n    Default: many\nResources:\n" F,
      5, 14, "Default for parameter P: 'many' is not a number"},
-    {"parameter type", "Transform: AWS::Serverless-2016-10-31\nParameters:\n"
-                       "  P:\n    Type: CommaDelimitedList\n    Default: a,b\nResources:\n" F,
+    {"parameter type",
+     "Transform: AWS::Serverless-2016-10-31\nParameters:\n"
+     "  P:\n    Type: CommaDelimitedList\n    Default: a,b\nResources:\n" F,
      4, 11, "parameter Type CommaDelimitedList is not supported by reelway"},
     {"Globals section", H F "Globals:\n  SimpleTable: {}\n", 9, 3,
      "'SimpleTable' is not supported by reelway"},
@@ -738,6 +763,16 @@ static const bad_case_t bad_cases[] = {
      "unknown property 'Events' in Globals.Function"},
     {"Globals value", H F "Globals:\n  Function:\n    Timeout: 0\n", 10, 14,
      "Timeout: 0 is out of range (1..900)"},
+    {"duplicate logical id",
+     H F "  A:\n    Type: AWS::Serverless::HttpApi\n"
+         "  A:\n    Type: AWS::Serverless::HttpApi\n",
+     10, 3, "duplicate key 'A' (first at line 8)"},
+    {"greedy placeholder in uri",
+     H HTTP_API
+     "      DefinitionBody:\n        openapi: \"3.0.1\"\n        paths:\n          /p/{x+}:\n"
+     "            get:\n              x-amazon-apigateway-integration:\n"
+     "                type: http_proxy\n                uri: https://up/{x+}\n",
+     13, 22, "uri: write {x} for the greedy parameter, not {x+}"},
     {"implicit API id taken",
      H EV("HttpApi") "            Path: /a\n            Method: GET\n"
                      "  ServerlessHttpApi:\n    Type: AWS::S3::Bucket\n",
@@ -774,28 +809,27 @@ static void each_invalid_snippet_gives_its_diagnostic(void **state)
 static void every_error_is_reported(void **state)
 {
     (void)state;
-    static const char yaml[] =
-        "Transform: AWS::Serverless-2016-10-31\n"      /* 1 */
-        "Mappings: {}\n"                               /* 2: unsupported section */
-        "Resources:\n"                                 /* 3 */
-        "  Fn:\n"                                      /* 4 */
-        "    Type: AWS::Serverless::Function\n"        /* 5 */
-        "    Properties:\n"                            /* 6 */
-        "      CodeUri: fn\n"                          /* 7 */
-        "      Runtime: provided\n"                    /* 8 */
-        "      MemorySize: 99999\n"                    /* 9: out of range */
-        "      Layers: [x]\n"                          /* 10: unsupported */
-        "      Events:\n"                              /* 11 */
-        "        E:\n"                                 /* 12 */
-        "          Type: HttpApi\n"                    /* 13 */
-        "          Properties:\n"                      /* 14 */
-        "            ApiId: !Ref Nowhere\n"            /* 15: dangling */
-        "            Path: /x\n"                       /* 16 */
-        "            Method: GET\n"                    /* 17 */
-        "  Q:\n"                                       /* 18 */
-        "    Type: AWS::SQS::Queue\n"                  /* 19 */
-        "    Properties:\n"                            /* 20 */
-        "      DelaySeconds: -1\n";                    /* 21: out of range */
+    static const char yaml[] = "Transform: AWS::Serverless-2016-10-31\n" /* 1 */
+                               "Mappings: {}\n"                        /* 2: unsupported section */
+                               "Resources:\n"                          /* 3 */
+                               "  Fn:\n"                               /* 4 */
+                               "    Type: AWS::Serverless::Function\n" /* 5 */
+                               "    Properties:\n"                     /* 6 */
+                               "      CodeUri: fn\n"                   /* 7 */
+                               "      Runtime: provided\n"             /* 8 */
+                               "      MemorySize: 99999\n"             /* 9: out of range */
+                               "      Layers: [x]\n"                   /* 10: unsupported */
+                               "      Events:\n"                       /* 11 */
+                               "        E:\n"                          /* 12 */
+                               "          Type: HttpApi\n"             /* 13 */
+                               "          Properties:\n"               /* 14 */
+                               "            ApiId: !Ref Nowhere\n"     /* 15: dangling */
+                               "            Path: /x\n"                /* 16 */
+                               "            Method: GET\n"             /* 17 */
+                               "  Q:\n"                                /* 18 */
+                               "    Type: AWS::SQS::Queue\n"           /* 19 */
+                               "    Properties:\n"                     /* 20 */
+                               "      DelaySeconds: -1\n";             /* 21: out of range */
     rw_diag_list_t d;
     rw_template_t *t = NULL;
     int rc = load_text(yaml, NULL, &t, &d);
@@ -832,38 +866,37 @@ static void a_problem_in_globals_is_reported_once(void **state)
 static void globals_reach_implicit_apis(void **state)
 {
     (void)state;
-    static const char yaml[] =
-        "Transform: AWS::Serverless-2016-10-31\n"
-        "Globals:\n"
-        "  Api:\n"
-        "    Auth:\n"
-        "      ApiKeyRequired: true\n"
-        "      UsagePlan:\n"
-        "        CreateUsagePlan: PER_API\n"
-        "        Quota: {Limit: 10, Period: DAY}\n"
-        "  HttpApi:\n"
-        "    CorsConfiguration:\n"
-        "      AllowOrigins: [https://a.example]\n"
-        "Resources:\n"
-        "  Fn:\n"
-        "    Type: AWS::Serverless::Function\n"
-        "    Properties:\n"
-        "      CodeUri: fn\n"
-        "      Runtime: provided\n"
-        "      Events:\n"
-        "        Rest:\n"
-        "          Type: Api\n"
-        "          Properties: {Path: /x, Method: GET}\n"
-        "        Http:\n"
-        "          Type: HttpApi\n"
-        "  Key:\n"
-        "    Type: AWS::ApiGateway::ApiKey\n"
-        "  KeyInPlan:\n"
-        "    Type: AWS::ApiGateway::UsagePlanKey\n"
-        "    Properties:\n"
-        "      KeyId: !Ref Key\n"
-        "      KeyType: API_KEY\n"
-        "      UsagePlanId: !Ref ServerlessRestApiUsagePlan\n";
+    static const char yaml[] = "Transform: AWS::Serverless-2016-10-31\n"
+                               "Globals:\n"
+                               "  Api:\n"
+                               "    Auth:\n"
+                               "      ApiKeyRequired: true\n"
+                               "      UsagePlan:\n"
+                               "        CreateUsagePlan: PER_API\n"
+                               "        Quota: {Limit: 10, Period: DAY}\n"
+                               "  HttpApi:\n"
+                               "    CorsConfiguration:\n"
+                               "      AllowOrigins: [https://a.example]\n"
+                               "Resources:\n"
+                               "  Fn:\n"
+                               "    Type: AWS::Serverless::Function\n"
+                               "    Properties:\n"
+                               "      CodeUri: fn\n"
+                               "      Runtime: provided\n"
+                               "      Events:\n"
+                               "        Rest:\n"
+                               "          Type: Api\n"
+                               "          Properties: {Path: /x, Method: GET}\n"
+                               "        Http:\n"
+                               "          Type: HttpApi\n"
+                               "  Key:\n"
+                               "    Type: AWS::ApiGateway::ApiKey\n"
+                               "  KeyInPlan:\n"
+                               "    Type: AWS::ApiGateway::UsagePlanKey\n"
+                               "    Properties:\n"
+                               "      KeyId: !Ref Key\n"
+                               "      KeyType: API_KEY\n"
+                               "      UsagePlanId: !Ref ServerlessRestApiUsagePlan\n";
     rw_template_t *t = load_ok(yaml, NULL);
     const rw_tpl_api_t *rest = api(t, "ServerlessRestApi");
     assert_true(rest->api_key_required);
@@ -883,29 +916,28 @@ static void globals_reach_implicit_apis(void **state)
 
 /* ---- parameters and intrinsics ------------------------------------------------------------ */
 
-static const char params_yaml[] =
-    "Transform: AWS::Serverless-2016-10-31\n"
-    "Parameters:\n"
-    "  Stage:\n"
-    "    Type: String\n"
-    "    Default: dev\n"
-    "    AllowedValues: [dev, prod]\n"
-    "  Size:\n"
-    "    Type: Number\n"
-    "    Default: 256\n"
-    "    MaxValue: 1024\n"
-    "  Required:\n"
-    "    Type: String\n"
-    "Resources:\n"
-    "  Fn:\n"
-    "    Type: AWS::Serverless::Function\n"
-    "    Properties:\n"
-    "      CodeUri: !Sub fns/${Stage}\n"
-    "      Runtime: provided\n"
-    "      MemorySize: !Ref Size\n"
-    "      Environment:\n"
-    "        Variables:\n"
-    "          WHO: !Sub \"${Required}@${Stage}\"\n";
+static const char params_yaml[] = "Transform: AWS::Serverless-2016-10-31\n"
+                                  "Parameters:\n"
+                                  "  Stage:\n"
+                                  "    Type: String\n"
+                                  "    Default: dev\n"
+                                  "    AllowedValues: [dev, prod]\n"
+                                  "  Size:\n"
+                                  "    Type: Number\n"
+                                  "    Default: 256\n"
+                                  "    MaxValue: 1024\n"
+                                  "  Required:\n"
+                                  "    Type: String\n"
+                                  "Resources:\n"
+                                  "  Fn:\n"
+                                  "    Type: AWS::Serverless::Function\n"
+                                  "    Properties:\n"
+                                  "      CodeUri: !Sub fns/${Stage}\n"
+                                  "      Runtime: provided\n"
+                                  "      MemorySize: !Ref Size\n"
+                                  "      Environment:\n"
+                                  "        Variables:\n"
+                                  "          WHO: !Sub \"${Required}@${Stage}\"\n";
 
 static void parameters_can_be_overridden(void **state)
 {
@@ -935,8 +967,8 @@ static void parameters_can_be_overridden(void **state)
     rw_diag_list_free(&d);
 
     /* Values are checked against the parameter's constraints; unknown names are refused. */
-    rw_template_override_t bad[] = {{"Stage", "qa"}, {"Size", "2048"}, {"Required", "x"},
-                                    {"Nope", "1"}};
+    rw_template_override_t bad[] = {
+        {"Stage", "qa"}, {"Size", "2048"}, {"Required", "x"}, {"Nope", "1"}};
     rw_template_params_t p3 = {.overrides = bad, .override_count = 4};
     assert_int_equal(load_text(params_yaml, &p3, &t, &d), RW_ECONFIG);
     print_diags(&d);
@@ -978,7 +1010,8 @@ static void sub_ref_and_getatt_resolve(void **state)
     assert_string_equal(env(f, "VA")->value, "eu-north-1/111122223333/reels");
     assert_string_equal(env(f, "VB")->value, "bucket1-jobs");
     assert_string_equal(env(f, "VC")->value, "arn:aws:lambda:eu-north-1:111122223333:function:Fn");
-    assert_string_equal(env(f, "VD")->value, "https://sqs.eu-north-1.amazonaws.com/111122223333/jobs");
+    assert_string_equal(env(f, "VD")->value,
+                        "https://sqs.eu-north-1.amazonaws.com/111122223333/jobs");
     assert_string_equal(env(f, "VE")->value, "${Not}s1");
     assert_string_equal(env(f, "VF")->value, "https://api.example.com/s1");
     assert_string_equal(env(f, "VG")->value, "Api");
@@ -987,7 +1020,8 @@ static void sub_ref_and_getatt_resolve(void **state)
     rw_template_free(t);
 }
 
-/* ---- files, validate, sample ------------------------------------------------------------------ */
+/* ---- files, validate, sample ------------------------------------------------------------------
+ */
 
 static char *capture(int (*func)(const char *, FILE *), const char *path, int *rc)
 {
@@ -1083,16 +1117,42 @@ static void limits_and_empty_input(void **state)
     assert_non_null(strstr(d.items[0].message, "the template: expected a map, got a list"));
     rw_diag_list_free(&d);
     /* A !Sub bomb stops at the size of one value. */
-    assert_int_equal(load_text(H F "      Description: !Sub [\"${A}${A}${A}${A}${A}${A}${A}${A}\", {A: "
-                                   "!Sub [\"${B}${B}${B}${B}\", {B: !Sub [\"${C}${C}${C}${C}\", {C: "
-                                   "!Sub [\"${D}${D}${D}${D}${D}${D}${D}${D}\", {D: "
-                                   "0123456789012345678901234567890123456789012345678901234567890123"
-                                   "45678901234567890123456789}]}]}]}]\n",
+    assert_int_equal(load_text(H F
+                               "      Description: !Sub [\"${A}${A}${A}${A}${A}${A}${A}${A}\", {A: "
+                               "!Sub [\"${B}${B}${B}${B}\", {B: !Sub [\"${C}${C}${C}${C}\", {C: "
+                               "!Sub [\"${D}${D}${D}${D}${D}${D}${D}${D}\", {D: "
+                               "0123456789012345678901234567890123456789012345678901234567890123"
+                               "45678901234567890123456789}]}]}]}]\n",
                                NULL, &t, &d),
                      RW_ECONFIG);
     print_diags(&d);
     assert_non_null(strstr(d.items[0].message, "the result is longer than 65536 bytes"));
     rw_diag_list_free(&d);
+}
+
+static void expansion_past_the_memory_cap_fails_cleanly(void **state)
+{
+    (void)state;
+    /* Each value expands to exactly 64 KiB (the most one value may be):
+     * 64 x 8 x 4 x 4 x 8 bytes. Enough of them pass the arena's cap; the
+     * load ends with RW_ELIMIT and frees everything (LSan checks). */
+    static const char bomb[] =
+        "!Sub [\"${A}${A}${A}${A}${A}${A}${A}${A}\", {A: !Sub [\"${B}${B}${B}${B}\", {B: "
+        "!Sub [\"${C}${C}${C}${C}\", {C: !Sub [\"${D}${D}${D}${D}${D}${D}${D}${D}\", {D: "
+        "0123456789012345678901234567890123456789012345678901234567890123}]}]}]}]";
+    size_t n = 2000, cap = 512 + n * (sizeof bomb + 32);
+    char *yaml = malloc(cap);
+    assert_non_null(yaml);
+    size_t len = (size_t)snprintf(yaml, cap, H F "      Environment:\n        Variables:\n");
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(yaml + len, cap - len, "          V%zu: %s\n", i, bomb);
+    assert_true(len < RW_TEMPLATE_MAX_BYTES);
+    rw_diag_list_t d;
+    rw_template_t *t = NULL;
+    assert_int_equal(load_text(yaml, NULL, &t, &d), RW_ELIMIT);
+    assert_null(t);
+    rw_diag_list_free(&d);
+    free(yaml);
 }
 
 static void sample_template_is_valid(void **state)
@@ -1121,7 +1181,8 @@ static void sample_template_is_valid(void **state)
     assert_int_equal(route(app, "GET /health")->integration, RW_TPL_INTEGRATION_MOCK);
     assert_int_equal(route(app, "GET /status/{proxy+}")->integration,
                      RW_TPL_INTEGRATION_HTTP_PROXY);
-    assert_int_equal(route(app, "GET /feed")->function, rw_template_find_function(t, "FeedFunction"));
+    assert_int_equal(route(app, "GET /feed")->function,
+                     rw_template_find_function(t, "FeedFunction"));
     assert_int_equal(route(app, "POST /auth/login")->authorizer, -1);
     assert_int_equal(route(app, "GET /auth/me")->authorizer, 0);
     const rw_tpl_api_t *ops = api(t, "OpsApi");
@@ -1149,6 +1210,7 @@ int main(void)
         cmocka_unit_test(validate_prints_file_line_column),
         cmocka_unit_test(code_uri_existence_is_an_option),
         cmocka_unit_test(limits_and_empty_input),
+        cmocka_unit_test(expansion_past_the_memory_cap_fails_cleanly),
         cmocka_unit_test(sample_template_is_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
