@@ -173,7 +173,7 @@ static void load_parameters(ctx_t *c, const node_t *params)
                                    k->str);
                 continue;
             }
-            if (rw__template_map_get(params, k->str) != v)
+            if (k->dup)
                 continue; /* a duplicate key, reported */
             if (!rw__template_get_map(c, v, "parameter"))
                 continue;
@@ -432,7 +432,7 @@ static void declare_resources(ctx_t *c, const node_t *resources)
     rw_template_t *t = c->tpl;
     for (size_t i = 0; i < resources->count; i++) {
         const node_t *k = MAP_KEY(resources, i), *r = MAP_VAL(resources, i);
-        if (k->kind != RW__TPL_SCALAR || rw__template_map_get(resources, k->str) != r)
+        if (k->kind != RW__TPL_SCALAR || k->dup)
             continue; /* a duplicate logical id, reported as a duplicate key */
         if (!is_alnum_str(k->str) || strlen(k->str) > 255)
             rw__template_error(c, k, "logical id '%.64s' must be 1 to 255 letters and digits",
@@ -729,7 +729,7 @@ static void load_environment(ctx_t *c, rw_tpl_function_t *f, const node_t *env)
     size_t total = 0;
     for (size_t i = 0; i < vars->count; i++) {
         const node_t *k = MAP_KEY(vars, i), *v = MAP_VAL(vars, i);
-        if (k->kind != RW__TPL_SCALAR)
+        if (k->kind != RW__TPL_SCALAR || k->dup)
             continue;
         bool ok = true;
         if (!env_name_ok(k->str)) {
@@ -751,15 +751,10 @@ static void load_environment(ctx_t *c, rw_tpl_function_t *f, const node_t *env)
         if (!rw__template_get_str(c, v, k->str, &s) || !ok)
             continue;
         total += strlen(k->str) + strlen(s);
-        /* A later (function-level) value replaces an earlier one of the same name. */
-        rw_tpl_kv_t *kv = NULL;
-        for (size_t j = 0; j < f->env_count && !kv; j++)
-            if (streq(f->env[j].key, k->str))
-                kv = &f->env[j];
-        if (!kv) {
-            kv = RW_TPL_PUSH(c->arena, f->env, f->env_count);
-            kv->key = rw__template_keep(c, k->str);
-        }
+        /* The merge left one entry per name (Globals' first, the function's
+         * value winning); a repeated key was reported and is skipped. */
+        rw_tpl_kv_t *kv = RW_TPL_PUSH(c->arena, f->env, f->env_count);
+        kv->key = rw__template_keep(c, k->str);
         kv->value = rw__template_keep(c, s);
     }
     if (total > 4096)
@@ -1045,7 +1040,7 @@ static void load_function_events(ctx_t *c, const rw__template_sym_t *s)
     int fn = s->index;
     for (size_t i = 0; i < events->count; i++) {
         const node_t *k = MAP_KEY(events, i), *ev = MAP_VAL(events, i);
-        if (k->kind != RW__TPL_SCALAR || rw__template_map_get(events, k->str) != ev)
+        if (k->kind != RW__TPL_SCALAR || k->dup)
             continue;
         if (!is_alnum_str(k->str))
             rw__template_error(c, k, "event name '%.64s' must be letters and digits", k->str);
@@ -1424,7 +1419,7 @@ static void load_outputs(ctx_t *c, const node_t *outputs)
         return;
     for (size_t i = 0; i < outputs->count; i++) {
         const node_t *k = MAP_KEY(outputs, i), *o = MAP_VAL(outputs, i);
-        if (k->kind != RW__TPL_SCALAR || rw__template_map_get(outputs, k->str) != o)
+        if (k->kind != RW__TPL_SCALAR || k->dup)
             continue;
         if (!is_alnum_str(k->str))
             rw__template_error(c, k, "output name '%.64s' must be letters and digits", k->str);
@@ -1454,7 +1449,7 @@ static void check_resource_attributes(ctx_t *c, const node_t *resources)
                                            NULL};
     for (size_t i = 0; i < resources->count; i++) {
         const node_t *k = MAP_KEY(resources, i), *r = MAP_VAL(resources, i);
-        if (k->kind != RW__TPL_SCALAR || rw__template_map_get(resources, k->str) != r)
+        if (k->kind != RW__TPL_SCALAR || k->dup)
             continue;
         if (!rw__template_get_map(c, r, "resource"))
             continue;

@@ -319,7 +319,7 @@ static void load_kv_map(ctx_t *c, const node_t *m, const char *what, rw_tpl_kv_t
         return;
     for (size_t i = 0; i < m->count; i++) {
         const node_t *k = MAP_KEY(m, i);
-        if (k->kind != RW__TPL_SCALAR || rw__template_map_get(m, k->str) != MAP_VAL(m, i))
+        if (k->kind != RW__TPL_SCALAR || k->dup)
             continue;
         size_t n = strlen(k->str);
         if (n == 0 || n > 64 ||
@@ -893,7 +893,7 @@ static void load_authorizers(ctx_t *c, rw_tpl_api_t *a, const node_t *auths,
         return;
     for (size_t i = 0; i < auths->count; i++) {
         const node_t *k = MAP_KEY(auths, i), *def = MAP_VAL(auths, i);
-        if (k->kind != RW__TPL_SCALAR || rw__template_map_get(auths, k->str) != def)
+        if (k->kind != RW__TPL_SCALAR || k->dup)
             continue;
         if (!is_alnum_str(k->str)) {
             rw__template_error(c, k, "authorizer name '%.64s' must be letters and digits", k->str);
@@ -1580,7 +1580,7 @@ static void load_definition_body(ctx_t *c, int api, const node_t *body)
         return;
     for (size_t i = 0; i < paths->count; i++) {
         const node_t *pk = MAP_KEY(paths, i), *item = MAP_VAL(paths, i);
-        if (pk->kind != RW__TPL_SCALAR || rw__template_map_get(paths, pk->str) != item)
+        if (pk->kind != RW__TPL_SCALAR || pk->dup)
             continue;
         const char *path = pk->str;
         bool is_default = streq(path, "$default");

@@ -45,10 +45,19 @@ struct rw__template_node_s {
     const char *str; /* SCALAR: the text, NUL-terminated */
     size_t len;
     bool quoted;                    /* SCALAR: quoted, block or !!str: never null, never a bool */
+    bool dup;                       /* a key repeating an earlier key of its map (reported) */
     rw__template_node_t **kids;     /* SEQ: items; MAP: key, value, key, value, ... */
     size_t count;                   /* SEQ: items; MAP: pairs */
     const rw__template_node_t *key; /* a mapping value: its key */
+    const struct rw__template_key_ref_s *index; /* MAP: its keys sorted, for lookups */
+    size_t index_count;
 };
+
+/* An entry of a map's sorted key index. */
+typedef struct rw__template_key_ref_s {
+    const char *str;
+    size_t pair;
+} rw__template_key_ref_t;
 
 typedef rw__template_node_t node_t;
 

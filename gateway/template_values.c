@@ -722,11 +722,13 @@ static const node_t *merge_maps(ctx_t *c, const node_t *g, const node_t *l,
     *m = *l;
     m->kids = NULL;
     m->count = 0;
+    m->index = NULL; /* looked up linearly: only the keys reelway knows */
+    m->index_count = 0;
     size_t nkids = 0;
     /* SAM copies the globals, then lays the resource's keys over them. */
     for (size_t i = 0; g && i < g->count; i++) {
         const node_t *k = MAP_KEY(g, i);
-        if (k->kind != RW__TPL_SCALAR || (allowed && !in_list(allowed, k->str)))
+        if (k->kind != RW__TPL_SCALAR || k->dup || (allowed && !in_list(allowed, k->str)))
             continue;
         const node_t *lv = rw__template_map_get(l, k->str);
         const node_t *v = lv ? merge_value(c, MAP_VAL(g, i), lv, depth + 1) : MAP_VAL(g, i);
@@ -735,6 +737,8 @@ static const node_t *merge_maps(ctx_t *c, const node_t *g, const node_t *l,
     }
     for (size_t i = 0; i < l->count; i++) {
         const node_t *k = MAP_KEY(l, i);
+        if (k->dup)
+            continue; /* reported; the first of its name stands */
         if (k->kind == RW__TPL_SCALAR && g && rw__template_map_get(g, k->str) &&
             (!allowed || in_list(allowed, k->str)))
             continue;

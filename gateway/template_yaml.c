@@ -296,10 +296,7 @@ static const char *check_tag(ctx_t *c, node_t *n, const char *tag)
     return NULL;
 }
 
-typedef struct key_ref_s {
-    const char *str;
-    size_t index;
-} key_ref_t;
+typedef rw__template_key_ref_t key_ref_t;
 
 static int cmp_key_ref(const void *a, const void *b)
 {
@@ -307,10 +304,12 @@ static int cmp_key_ref(const void *a, const void *b)
     int d = strcmp(x->str, y->str);
     if (d)
         return d;
-    return x->index < y->index ? -1 : x->index > y->index;
+    return x->pair < y->pair ? -1 : x->pair > y->pair;
 }
 
-/* Ends a mapping: pairs up kids, links values to keys, reports bad and duplicate keys. */
+/* Ends a mapping: pairs up kids, links values to keys, reports bad and
+ * duplicate keys, and keeps the keys sorted so that lookups are O(log n)
+ * (and this check O(n log n)) for maps of any size. */
 static void finish_map(ctx_t *c, node_t *m)
 {
     size_t pairs = m->count / 2;
@@ -337,18 +336,19 @@ static void finish_map(ctx_t *c, node_t *m)
         }
         refs[nrefs++] = (key_ref_t){k->str, i};
     }
-    if (nrefs < 2)
-        return;
-    /* Sorting keeps this O(n log n) for maps of any size. */
-    qsort(refs, nrefs, sizeof *refs, cmp_key_ref);
+    if (nrefs > 1)
+        qsort(refs, nrefs, sizeof *refs, cmp_key_ref);
+    m->index = refs;
+    m->index_count = nrefs;
     for (size_t i = 1; i < nrefs; i++) {
         if (strcmp(refs[i].str, refs[i - 1].str) != 0)
             continue;
         size_t first = i - 1;
         while (first > 0 && strcmp(refs[first - 1].str, refs[i].str) == 0)
             first--;
-        const node_t *k = MAP_KEY(m, refs[i].index);
-        const node_t *k0 = MAP_KEY(m, refs[first].index);
+        node_t *k = MAP_KEY(m, refs[i].pair);
+        const node_t *k0 = MAP_KEY(m, refs[first].pair);
+        k->dup = true;
         rw__template_error(c, k, "duplicate key '%.128s' (first at line %d)", k->str, k0->line);
     }
 }
@@ -543,6 +543,20 @@ const node_t *rw__template_map_get(const node_t *m, const char *key)
 {
     if (!m || m->kind != RW__TPL_MAP)
         return NULL;
+    if (m->index) {
+        /* The first of equal keys: the one a duplicate repeats. */
+        size_t lo = 0, hi = m->index_count;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (strcmp(m->index[mid].str, key) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < m->index_count && strcmp(m->index[lo].str, key) == 0)
+            return MAP_VAL(m, m->index[lo].pair);
+        return NULL;
+    }
     for (size_t i = 0; i < m->count; i++) {
         const node_t *k = MAP_KEY(m, i);
         if (k->kind == RW__TPL_SCALAR && strcmp(k->str, key) == 0)
