@@ -1553,8 +1553,7 @@ static int cmp_diag(const void *a, const void *b)
     return strcmp(x->message, y->message);
 }
 
-/* Sorts this load's diagnostics by position and drops exact repeats (a value
- * in Globals is checked once per function that inherits it). */
+/* Sorts this load's diagnostics by position (repeats were dropped as they came). */
 static void tidy_diags(rw_diag_list_t *d, size_t from)
 {
     size_t n = d->count - from;
@@ -1658,6 +1657,7 @@ int rw_template_load_buffer(const char *data, size_t len, const char *name, cons
     bool truncated_before = diags->truncated;
     int rc = 0;
     c->diags = diags;
+    c->first_diag = first_diag;
     c->params = params;
     c->shared_usage_plan = -1;
     c->scratch = rw__template_arena_new(&c->oom);

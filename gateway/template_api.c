@@ -1692,15 +1692,16 @@ void rw__template_check_api_globals(ctx_t *c)
         rw__template_check_keys(c, g, k == 0 ? "Globals.Api" : "Globals.HttpApi",
                                 k == 0 ? rest_global_keys : http_global_keys,
                                 k == 0 ? rest_unsupported : http_unsupported);
-        /* Load it as an implicit API appended for the occasion, then drop it. */
+        /* Load it as an implicit API pushed past the real ones (into their
+         * array's spare room, or a scratch copy of it), then drop it by
+         * restoring the array and its count. It must not join the SHARED
+         * usage plan, so that is hidden meanwhile. */
         rw_template_t *t = c->tpl;
-        size_t saved_count = t->api_count, saved_plans = t->usage_plan_count;
+        size_t saved_count = t->api_count;
         int saved_shared = c->shared_usage_plan;
         rw_tpl_api_t *saved = t->apis;
         c->shared_usage_plan = -1;
         rw_tpl_api_t *a = RW_TPL_PUSH(c->scratch, t->apis, t->api_count);
-        /* The push may have copied the array into the scratch arena; copy it
-         * back as it was afterwards. */
         a->name = k == 0 ? "Globals.Api" : "Globals.HttpApi";
         a->kind = k == 0 ? RW_TPL_API_REST : RW_TPL_API_HTTP;
         a->implicit = true;
@@ -1713,7 +1714,6 @@ void rw__template_check_api_globals(ctx_t *c)
         load_api(c, &fake);
         t->apis = saved;
         t->api_count = saved_count;
-        t->usage_plan_count = saved_plans;
         c->shared_usage_plan = saved_shared;
     }
 }

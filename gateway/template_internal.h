@@ -92,6 +92,7 @@ typedef struct rw__template_ctx_s {
     rw__template_arena_t *arena;   /* the model */
     rw_template_t *tpl;
     rw_diag_list_t *diags;
+    size_t first_diag; /* this load's diagnostics start here in diags */
     bool quiet;        /* pass 1: evaluate without reporting */
     bool no_resources; /* names: Ref/GetAtt of resources are errors */
     const rw_template_params_t *params;

@@ -207,7 +207,16 @@ static void report_v(ctx_t *c, int line, int col, const char *fmt, va_list ap)
 {
     if (c->quiet)
         return;
-    int rc = diag_vadd(c->diags, line, col, fmt, ap);
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    /* A value in Globals is checked again for each resource that inherits
+     * it: the same problem at the same place is reported once. */
+    const rw_diag_list_t *d = c->diags;
+    for (size_t i = c->first_diag; i < d->count; i++)
+        if (d->items[i].line == line && d->items[i].col == col &&
+            strcmp(d->items[i].message, msg) == 0)
+            return;
+    int rc = rw_diag_list_add(c->diags, line, col, "%s", msg);
     if (rc < 0)
         longjmp(c->oom, rc);
 }

@@ -914,6 +914,43 @@ static void globals_reach_implicit_apis(void **state)
     rw_template_free(t);
 }
 
+static void repeats_do_not_fill_the_diagnostic_cap(void **state)
+{
+    (void)state;
+    /* 1,500 functions inherit one bad value: one diagnostic, and the
+     * problem after them is still reported. */
+    size_t n = 1500, cap = 4096 + n * 64;
+    char *yaml = malloc(cap);
+    assert_non_null(yaml);
+    size_t len = (size_t)snprintf(yaml, cap,
+                                  "Transform: AWS::Serverless-2016-10-31\nGlobals:\n  Function:\n"
+                                  "    CodeUri: fn\n    Runtime: provided\n    Timeout: 901\n"
+                                  "Resources:\n");
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(yaml + len, cap - len,
+                                "  F%zu:\n    Type: AWS::Serverless::Function\n", i);
+    len += (size_t)snprintf(yaml + len, cap - len, "  Last:\n    Type: AWS::Nope\n");
+    rw_diag_list_t d;
+    rw_template_t *t = NULL;
+    assert_int_equal(load_text(yaml, NULL, &t, &d), RW_ECONFIG);
+    print_diags(&d);
+    assert_false(d.truncated);
+    assert_int_equal(d.count, 2);
+    assert_int_equal(d.items[0].line, 6);
+    assert_int_equal(d.items[1].line, (int)(8 + 2 * n + 1));
+    rw_diag_list_free(&d);
+
+    /* 1,200 distinct problems: the first RW_DIAG_MAX are kept, and it says so. */
+    len = (size_t)snprintf(yaml, cap, H F);
+    for (size_t i = 0; i < 1200; i++)
+        len += (size_t)snprintf(yaml + len, cap - len, "      Unknown%zu: 1\n", i);
+    assert_int_equal(load_text(yaml, NULL, &t, &d), RW_ECONFIG);
+    assert_true(d.truncated);
+    assert_int_equal(d.count, RW_DIAG_MAX);
+    rw_diag_list_free(&d);
+    free(yaml);
+}
+
 /* ---- parameters and intrinsics ------------------------------------------------------------ */
 
 static const char params_yaml[] = "Transform: AWS::Serverless-2016-10-31\n"
@@ -1205,6 +1242,7 @@ int main(void)
         cmocka_unit_test(every_error_is_reported),
         cmocka_unit_test(a_problem_in_globals_is_reported_once),
         cmocka_unit_test(globals_reach_implicit_apis),
+        cmocka_unit_test(repeats_do_not_fill_the_diagnostic_cap),
         cmocka_unit_test(parameters_can_be_overridden),
         cmocka_unit_test(sub_ref_and_getatt_resolve),
         cmocka_unit_test(validate_prints_file_line_column),
