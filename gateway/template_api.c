@@ -251,6 +251,10 @@ bool rw__template_check_path(ctx_t *c, const node_t *n, const char *path, bool g
             return false;
         }
         bool last = p[seg] == '\0';
+        if (seg > 511) {
+            rw__template_error(c, n, "%s: a path segment is longer than 511 bytes", what);
+            return false;
+        }
         if (p[0] == '{') {
             bool greedy = seg >= 3 && p[seg - 2] == '+' && p[seg - 1] == '}';
             size_t name_len = seg - 2 - (greedy ? 1 : 0);
@@ -278,6 +282,10 @@ bool rw__template_check_path(ctx_t *c, const node_t *n, const char *path, bool g
                     rw__template_error(c, n, "%s: path parameter {%s} appears twice", what, name);
                     return false;
                 }
+            if (nnames == 16) {
+                rw__template_error(c, n, "%s: more than 16 path parameters", what);
+                return false;
+            }
             *RW_TPL_PUSH(c->scratch, names, nnames) = name;
         } else {
             if (memchr(p, '{', seg) || memchr(p, '}', seg)) {

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "reelway/error.h"
+#include "router.h"
 #include "template.h"
 
 static const char *source_dir(void)
@@ -85,6 +86,24 @@ static const rw_tpl_function_t *fn(const rw_template_t *t, const char *name)
     if (i < 0)
         fail_msg("no function %s", name);
     return &t->functions[i];
+}
+
+/* Every route of every API goes into the gateway's router as it is. */
+static void routes_fit_the_router(const rw_template_t *t)
+{
+    for (size_t i = 0; i < t->api_count; i++) {
+        rw_router_t *r = rw_router_new();
+        assert_non_null(r);
+        for (size_t j = 0; j < t->apis[i].route_count; j++) {
+            const rw_tpl_route_t *rt = &t->apis[i].routes[j];
+            char why[256] = "";
+            int rc = rw_router_add(r, rt->method, rt->path, (void *)rt, why, sizeof why);
+            if (rc)
+                print_message("%s: %s: %s\n", t->apis[i].name, rt->route_key, why);
+            assert_int_equal(rc, 0);
+        }
+        rw_router_free(r);
+    }
 }
 
 /* ---- the full template ---------------------------------------------------------- */
@@ -434,6 +453,7 @@ static void full_template_loads_into_the_model(void **state)
     assert_string_equal(rw_template_find_output(t, "RestStage")->value, "prod");
     assert_string_equal(rw_template_find_output(t, "Fn")->value, "Node");
     assert_string_equal(rw_template_find_output(t, "KeyId")->value, "Key");
+    routes_fit_the_router(t);
     rw_template_free(t);
 }
 
@@ -556,6 +576,11 @@ static const bad_case_t bad_cases[] = {
     {"parameter not a whole segment",
      H EV("HttpApi") "            Path: /a{b}\n            Method: GET\n", 12, 19,
      "a path parameter must be a whole segment"},
+    {"too many path parameters",
+     H EV("HttpApi") "            Path: "
+                     "/{a}/{b}/{c}/{d}/{e}/{f}/{g}/{h}/{i}/{j}/{k}/{l}/{m}/{n}/{o}/"
+                     "{p}/{q}\n            Method: GET\n",
+     12, 19, "Path: more than 16 path parameters"},
     {"trailing slash", H EV("Api") "            Path: /a/\n            Method: GET\n", 12, 19,
      "has an empty segment"},
     {"method", H EV("HttpApi") "            Path: /a\n            Method: FETCH\n", 13, 21,
@@ -1231,6 +1256,7 @@ static void sample_template_is_valid(void **state)
     assert_int_equal(t->subscription_count, 1);
     assert_int_equal(t->schedule_count, 2);
     assert_string_equal(t->buckets[rw_template_find_bucket(t, "MediaBucket")].serve_path, "/media");
+    routes_fit_the_router(t);
     rw_template_free(t);
 }
 
