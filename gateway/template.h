@@ -282,7 +282,7 @@ typedef struct rw_tpl_api_s {
     bool api_key_required;     /**< REST Auth.ApiKeyRequired (default of its routes) */
     bool authorize_preflight;  /**< REST AddDefaultAuthorizerToCorsPreflight (true) */
     bool api_key_on_preflight; /**< REST AddApiKeyRequiredToCorsPreflight (true) */
-    bool fail_on_warnings;     /**< FailOnWarnings (kept; reelway warns never) */
+    bool fail_on_warnings;     /**< FailOnWarnings (kept; reelway has errors, never warnings) */
     rw_tpl_route_t *routes;
     size_t route_count;
     int line, col;
