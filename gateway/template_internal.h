@@ -223,6 +223,16 @@ void rw__template_load_usage_plans(ctx_t *c);
 bool rw__template_check_path(ctx_t *c, const node_t *n, const char *path, bool greedy_ok,
                              const char *what);
 
+/* shared by template_api.c and template_routes.c */
+extern const char *const rw__template_http_methods[]; /* GET ... OPTIONS, ANY; NULL-ended */
+bool rw__template_header_name_ok(const char *s);
+bool rw__template_media_type_ok(const char *s);
+bool rw__template_url_ok(const char *s); /* http(s)://host... without spaces */
+int rw__template_find_authorizer(const rw_tpl_api_t *a, const char *name);
+
+/* template_routes.c */
+void rw__template_load_definition_body(ctx_t *c, int api, const node_t *body);
+
 /* template_events.c */
 void rw__template_add_s3_event(ctx_t *c, int fn, const node_t *name, const node_t *event);
 void rw__template_add_sqs_event(ctx_t *c, int fn, const node_t *name, const node_t *event);
