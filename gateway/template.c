@@ -1,8 +1,9 @@
 /* Loads a template.yaml (reelway's subset of AWS SAM) into the model of
  * template.h: the top level, parameters, the symbol table, Globals, functions,
- * buckets, queues, API keys and outputs. APIs are in template_api.c, the other
- * event sources in template_events.c, YAML and values in template_yaml.c and
- * template_values.c. Every problem is reported; loading goes on after one. */
+ * buckets, queues, API keys and outputs. APIs are in template_api.c, their
+ * routes in template_routes.c, the other event sources in template_events.c,
+ * YAML and values in template_yaml.c and template_values.c. Every problem is
+ * reported; loading goes on after one. */
 #include "template_internal.h"
 
 #include "reelway/error.h"
