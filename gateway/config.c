@@ -51,10 +51,21 @@ static const option_t options[] = {
     {"--data-dir", "REELWAY_DATA_DIR", 's', S(data_dir), 0},
     {"--mongodb-uri", "MONGODB_URI", 's', S(mongodb_uri), 0},
     {"--template", "REELWAY_TEMPLATE", 's', S(template_path), 0},
+    {"--parameter-overrides", "REELWAY_PARAMETER_OVERRIDES", 's', S(parameter_overrides), 0},
     {"--workers", "REELWAY_WORKERS", 'n', offsetof(rw_config_t, workers), 0, 256},
     {"--admin-key", "REELWAY_ADMIN_KEY", 's', S(admin_key), 0},
     {"--port-file", NULL, 's', S(port_file), 0},
     {"--access-log", "REELWAY_ACCESS_LOG", 'b', offsetof(rw_config_t, access_log), 0, 1},
+    {"--functions-dir", "REELWAY_FUNCTIONS_DIR", 's', S(functions_dir), 0},
+    {"--python", "REELWAY_PYTHON", 's', S(python), 0},
+    {"--node", "REELWAY_NODE", 's', S(node), 0},
+    {"--node-ric", "REELWAY_NODE_RIC", 's', S(node_ric), 0},
+    {"--function-idle-ms", "REELWAY_FUNCTION_IDLE_MS", 'U', offsetof(rw_config_t, idle_ms), 0,
+     86400000},
+    {"--max-environments", "REELWAY_MAX_ENVIRONMENTS", 'n', offsetof(rw_config_t, max_environments),
+     0, 100000},
+    {"--function-logs", "REELWAY_FUNCTION_LOGS", 'b', offsetof(rw_config_t, function_logs_stdout), 0,
+     1},
     {"--max-connections", "REELWAY_MAX_CONNECTIONS", 'u', L(max_connections), 10000000},
     {"--header-timeout-ms", "REELWAY_HEADER_TIMEOUT_MS", 'U', L(header_timeout_ms), 86400000},
     {"--body-timeout-ms", "REELWAY_BODY_TIMEOUT_MS", 'U', L(body_timeout_ms), 86400000},
@@ -114,6 +125,24 @@ bad:
     return RW_ECONFIG;
 }
 
+static void find_in_path(const char *name, char *out, size_t len)
+{
+    snprintf(out, len, "%s", name);
+    const char *path = getenv("PATH");
+    while (path && *path) {
+        size_t n = strcspn(path, ":");
+        char cand[4096];
+        snprintf(cand, sizeof cand, "%.*s/%s", (int)n, path, name);
+        if (n && access(cand, X_OK) == 0) {
+            snprintf(out, len, "%s", cand);
+            return;
+        }
+        path += n;
+        if (*path == ':')
+            path++;
+    }
+}
+
 int rw_config_load(rw_config_t *cfg, int argc, char **argv, FILE *err)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -124,6 +153,16 @@ int rw_config_load(rw_config_t *cfg, int argc, char **argv, FILE *err)
     cfg->workers = cores > 0 ? (int)(cores > 64 ? 64 : cores) : 1;
     cfg->access_log = true;
     rw_http_limits_default(&cfg->limits);
+    cfg->idle_ms = 600000;
+    cfg->max_environments = 64;
+    snprintf(cfg->source_dir, sizeof cfg->source_dir, "%s", REELWAY_SOURCE_DIR);
+    snprintf(cfg->functions_dir, sizeof cfg->functions_dir, "%s", REELWAY_BINARY_DIR);
+    snprintf(cfg->python, sizeof cfg->python, "%s/.reelway/runtimes/python/bin/python",
+             REELWAY_SOURCE_DIR);
+    snprintf(cfg->node_ric, sizeof cfg->node_ric,
+             "%s/.reelway/runtimes/node/node_modules/aws-lambda-ric/bin/index.mjs",
+             REELWAY_SOURCE_DIR);
+    find_in_path("node", cfg->node, sizeof cfg->node);
 
     const size_t n_options = sizeof options / sizeof options[0];
     for (size_t i = 0; i < n_options; i++) {

@@ -14,10 +14,19 @@ typedef struct rw_config_s {
     char data_dir[4096];     /**< REELWAY_DATA_DIR / --data-dir, default ./.reelway */
     char mongodb_uri[2048];  /**< MONGODB_URI / --mongodb-uri; empty = local FerretDB */
     char template_path[4096]; /**< REELWAY_TEMPLATE / --template; empty = none */
+    char parameter_overrides[4096]; /**< --parameter-overrides "K=V K2=V2" (as sam local) */
     int workers;             /**< REELWAY_WORKERS / --workers, default: number of cores */
     char admin_key[256];     /**< REELWAY_ADMIN_KEY: protects the admin and invoke APIs */
     char port_file[4096];    /**< --port-file: write the bound port there once listening */
     bool access_log;         /**< REELWAY_ACCESS_LOG=0 turns the access log off */
+    char source_dir[4096];   /**< where reelway was built from (maps CodeUri to functions_dir) */
+    char functions_dir[4096]; /**< REELWAY_FUNCTIONS_DIR: build tree holding C functions' bootstraps */
+    char python[4096];       /**< REELWAY_PYTHON: interpreter with awslambdaric */
+    char node[4096];         /**< REELWAY_NODE: node binary */
+    char node_ric[4096];     /**< REELWAY_NODE_RIC: aws-lambda-ric's bin/index.mjs */
+    uint64_t idle_ms;        /**< REELWAY_FUNCTION_IDLE_MS: reap idle environments after (600000) */
+    int max_environments;    /**< REELWAY_MAX_ENVIRONMENTS: per worker (64) */
+    bool function_logs_stdout; /**< REELWAY_FUNCTION_LOGS=on: copy function logs to stdout */
     rw_http_limits_t limits; /**< REELWAY_MAX_CONNECTIONS, REELWAY_HEADER_TIMEOUT_MS, ... */
 } rw_config_t;
 

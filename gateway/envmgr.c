@@ -99,6 +99,8 @@ struct rw_invoke_s {
     char *collect;                /* a streamed body collected for a caller without stream_data */
     size_t collect_len, collect_cap;
     bool detached;                /* the caller is gone: finish silently */
+    bool cold;                    /* dispatched to a fresh environment */
+    char content_type[128];       /* of a streamed response */
     bool done;
 };
 
@@ -312,6 +314,7 @@ static void invoke_finish(rw_invoke_t *inv, rw_invoke_status_t status, const cha
         char init[64] = "";
         if (!e->init_reported) {
             e->init_reported = true;
+            inv->cold = true;
             snprintf(init, sizeof init, "\tInit Duration: %.2f ms", e->init_ms);
         }
         log_printf(e,
@@ -328,6 +331,7 @@ static void invoke_finish(rw_invoke_t *inv, rw_invoke_status_t status, const cha
                                   .len = payload ? len : 0,
                                   .error_type = error_type,
                                   .streamed = inv->streaming && inv->cbs.stream_data,
+                                  .cold_start = inv->cold,
                                   .request_id = inv->id};
         if (inv->cbs.done)
             inv->cbs.done(inv, &res, inv->arg);
@@ -424,6 +428,11 @@ int rw_fnmgr_invoke(rw_fnmgr_t *m, int fn, const char *payload, size_t len,
         *out = inv;
     fn_pump(f);
     return 0;
+}
+
+const char *rw_invoke_content_type(const rw_invoke_t *inv)
+{
+    return inv->content_type[0] ? inv->content_type : NULL;
 }
 
 const char *rw_invoke_request_id(const rw_invoke_t *inv)
@@ -1142,6 +1151,8 @@ static void api_post(env_t *e, rw_http_req_t *req, const char *rest, size_t rest
     if (is_response && mode && !strcasecmp(mode, "streaming")) {
         inv->streaming = true;
         inv->resp_req = req;
+        snprintf(inv->content_type, sizeof inv->content_type, "%s",
+                 header_or(req, "Content-Type", ""));
         rw_http_req_on_abort(req, on_response_abort);
         if (inv->cbs.stream_start && !inv->detached)
             inv->cbs.stream_start(inv, inv->arg);

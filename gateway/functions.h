@@ -110,6 +110,7 @@ typedef struct rw_invoke_result_s {
     size_t len;
     const char *error_type; /**< errors: errorType ("Runtime.ExitError", a function's own) */
     bool streamed;          /**< the body went through stream_data */
+    bool cold_start;        /**< this invocation started its environment */
     const char *request_id;
 } rw_invoke_result_t;
 
@@ -151,6 +152,10 @@ void rw_invoke_resume(rw_invoke_t *inv);
  * function's writes fail and it stops), done runs with RW_INVOKE_CANCELLED.
  */
 void rw_invoke_cancel(rw_invoke_t *inv);
+
+/** The Content-Type the runtime gave its streamed response (valid from
+ *  stream_start on), or NULL. */
+const char *rw_invoke_content_type(const rw_invoke_t *inv);
 
 /** The invocation's request id. */
 const char *rw_invoke_request_id(const rw_invoke_t *inv);

@@ -2,7 +2,10 @@
  * handler that sends each request where it belongs. */
 #include "internal.h"
 
+#include "http_client.h"
+
 #include "reelway/error.h"
+#include "reelway/stream.h"
 
 #include <cJSON.h>
 #include <signal.h>
@@ -11,29 +14,48 @@
 #include <string.h>
 #include <unistd.h>
 
+static bool path_is(const rw_http_req_t *req, const char *path)
+{
+    size_t n = strlen(path);
+    return req->path_len == n && memcmp(req->path, path, n) == 0;
+}
+
 static void handle_request(rw_http_req_t *req, void *arg)
 {
     rw_gateway_t *gw = arg;
-    if (req->path_len == 9 && memcmp(req->path, "/_/health", 9) == 0) {
-        if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
-            rw_http_header_t allow = {"Allow", 5, "GET, HEAD", 9};
-            rw_http_respond_error(req, 405, "Method Not Allowed", "use GET", &allow, 1);
+    if (req->path_len >= 3 && memcmp(req->path, "/_/", 3) == 0) {
+        bool get = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
+        if (path_is(req, "/_/health") || path_is(req, "/_/metrics")) {
+            bool health = path_is(req, "/_/health");
+            rw__app_ctx(gw, req, health ? RW_APP_RID_HEALTH : RW_APP_RID_METRICS);
+            if (!get) {
+                rw_http_header_t allow = {"Allow", 5, "GET, HEAD", 9};
+                rw_http_respond_error(req, 405, "Method Not Allowed", "use GET", &allow, 1);
+            } else if (health) {
+                rw__gateway_health(gw, req);
+            } else {
+                rw__app_metrics(gw, req);
+            }
             return;
         }
-        rw__gateway_health(gw, req);
-        return;
     }
+    if (rw__app_route(gw, req))
+        return;
     rw_http_respond_error(req, 404, "Not Found", "no route matches this path", NULL, 0);
 }
 
-int rw_gateway_start(uv_loop_t *loop, const rw_config_t *cfg, const char *db_uri, int listen_fd,
-                     rw_gateway_t **out)
+int rw_gateway_start(uv_loop_t *loop, const rw_config_t *cfg, const rw_gateway_node_t *node,
+                     const char *db_uri, int listen_fd, rw_gateway_t **out)
 {
     rw_gateway_t *gw = calloc(1, sizeof *gw);
     if (!gw)
         return UV_ENOMEM;
     gw->loop = loop;
     gw->cfg = *cfg;
+    if (node)
+        gw->node = *node;
+    if (gw->node.worker_count <= 0)
+        gw->node.worker_count = 1;
     snprintf(gw->db_uri, sizeof gw->db_uri, "%s", db_uri);
     bson_error_t error;
     gw->mongo_uri = mongoc_uri_new_with_error(db_uri, &error);
@@ -56,11 +78,23 @@ int rw_gateway_start(uv_loop_t *loop, const rw_config_t *cfg, const char *db_uri
         goto fail;
     }
     mongoc_client_pool_set_error_api(gw->pool, MONGOC_ERROR_API_VERSION_2);
+    char why[512] = "";
+    rc = rw__app_build(gw, why, sizeof why);
+    if (rc != 0) {
+        fprintf(stderr, "reelway: %s\n", why[0] ? why : rw_strerror(rc));
+        goto fail;
+    }
+    gw->http_client = rw_http_client_new(loop, NULL);
+    if (!gw->http_client) {
+        rc = UV_ENOMEM;
+        goto fail;
+    }
     gw->http = rw_http_server_new(loop, &cfg->limits, handle_request, gw);
     if (!gw->http) {
         rc = UV_ENOMEM;
         goto fail;
     }
+    rw__app_attach(gw);
     if (listen_fd >= 0)
         rc = rw_http_server_listen_fd(gw->http, listen_fd);
     else
@@ -77,6 +111,11 @@ fail:
         rw_http_server_shutdown(gw->http, NULL, NULL);
         gw->http = NULL;
     }
+    if (gw->fnmgr)
+        rw_fnmgr_close(gw->fnmgr, NULL, NULL);
+    if (gw->http_client)
+        rw_http_client_close(gw->http_client, NULL, NULL);
+    rw__app_free(gw);
     if (gw->pool)
         mongoc_client_pool_destroy(gw->pool);
     if (gw->mongo_uri)
@@ -94,6 +133,7 @@ static void gateway_free(rw_gateway_t *gw)
 {
     void (*done)(void *) = gw->stop_done;
     void *arg = gw->stop_arg;
+    rw__app_free(gw);
     mongoc_client_pool_destroy(gw->pool);
     mongoc_uri_destroy(gw->mongo_uri);
     free(gw);
@@ -101,13 +141,42 @@ static void gateway_free(rw_gateway_t *gw)
         done(arg);
 }
 
+static void maybe_free(rw_gateway_t *gw)
+{
+    if (gw->stopping && !gw->http && !gw->fnmgr && !gw->http_client && gw->pending_work == 0)
+        gateway_free(gw);
+}
+
+static void on_http_client_closed(void *arg)
+{
+    rw_gateway_t *gw = arg;
+    gw->http_client = NULL;
+    maybe_free(gw);
+}
+
+void rw__gateway_work_done(rw_gateway_t *gw)
+{
+    gw->pending_work--;
+    maybe_free(gw);
+}
+
+static void on_fnmgr_closed(void *arg)
+{
+    rw_gateway_t *gw = arg;
+    gw->fnmgr = NULL;
+    maybe_free(gw);
+}
+
+/* In-flight requests finished (or hit the deadline): now the functions can go. */
 static void on_http_stopped(void *arg)
 {
     rw_gateway_t *gw = arg;
     gw->http = NULL;
-    if (gw->pending_work == 0)
-        gateway_free(gw);
-    /* else the last threadpool job frees it (see rw__gateway_work_done) */
+    if (gw->http_client)
+        rw_http_client_close(gw->http_client, on_http_client_closed, gw);
+    if (gw->fnmgr)
+        rw_fnmgr_close(gw->fnmgr, on_fnmgr_closed, gw);
+    maybe_free(gw);
 }
 
 void rw_gateway_stop(rw_gateway_t *gw, void (*done)(void *arg), void *arg)
@@ -151,7 +220,6 @@ static void after_ping(uv_work_t *w, int status)
 {
     health_job_t *job = w->data;
     rw_gateway_t *gw = job->gw;
-    gw->pending_work--;
     rw_http_header_t hs[] = {{"Content-Type", 12, "application/json", 16},
                              {"Cache-Control", 13, "no-store", 8}};
     if (status == 0 && job->rc == 0) {
@@ -172,8 +240,7 @@ static void after_ping(uv_work_t *w, int status)
         cJSON_free(body);
     }
     free(job);
-    if (gw->stopping && !gw->http && gw->pending_work == 0)
-        gateway_free(gw);
+    rw__gateway_work_done(gw);
 }
 
 void rw__gateway_health(rw_gateway_t *gw, rw_http_req_t *req)
@@ -227,13 +294,14 @@ static void on_walk_report(uv_handle_t *h, void *arg)
                 uv_handle_type_name(h->type));
 }
 
-int rw_gateway_run_worker(const rw_config_t *cfg, const char *db_uri, int listen_fd, int ready_fd)
+int rw_gateway_run_worker(const rw_config_t *cfg, const rw_gateway_node_t *node, const char *db_uri,
+                          int listen_fd, int ready_fd)
 {
     uv_loop_t loop;
     if (uv_loop_init(&loop) != 0)
         return 1;
     worker_t w = {0};
-    int rc = rw_gateway_start(&loop, cfg, db_uri, listen_fd, &w.gw);
+    int rc = rw_gateway_start(&loop, cfg, node, db_uri, listen_fd, &w.gw);
     if (rc != 0) {
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
@@ -253,6 +321,7 @@ int rw_gateway_run_worker(const rw_config_t *cfg, const char *db_uri, int listen
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     int status = 0;
+    rw_stream_loop_close(&loop);
     if (uv_loop_close(&loop) != 0) {
         uv_walk(&loop, on_walk_report, NULL);
         status = 1;

@@ -129,6 +129,8 @@ struct rw_http_server_s {
     rw_http_limits_t limits;
     rw_http_handler_cb handler;
     void *arg;
+    rw_http_done_cb on_done;
+    void *done_cb_arg;
     unsigned n_conns;
     conn_t *conns;
     bool shutting_down;
@@ -1493,6 +1495,8 @@ static void req_release(req_t *r)
      * and no write that mentions it is in flight. */
     if (!r->ended || r->pending_writes > 0 || r->conn || r->holds > 0)
         return;
+    if (r->dispatched && r->pub.server->on_done)
+        r->pub.server->on_done(&r->pub, r->pub.server->done_cb_arg);
     free(r->whole);
     free(r->trailers);
     free(r->toffs);
@@ -1816,4 +1820,10 @@ const rw_http_header_t *rw_http_req_trailers(const rw_http_req_t *req, size_t *n
     const req_t *r = (const req_t *)req;
     *n = r->trailers ? r->n_toffs : 0;
     return r->trailers;
+}
+
+void rw_http_server_on_done(rw_http_server_t *s, rw_http_done_cb cb, void *arg)
+{
+    s->on_done = cb;
+    s->done_cb_arg = arg;
 }

@@ -6,13 +6,16 @@
 #include <stdbool.h>
 #include <uv.h>
 
+#include "app.h"
 #include "config.h"
+#include "functions.h"
 #include "reelway/gateway.h"
 #include "reelway/http.h"
 
 struct rw_gateway_s {
     uv_loop_t *loop;
     rw_config_t cfg;
+    rw_gateway_node_t node;       /* template and shared memory, from the supervisor */
     char db_uri[2048];
     mongoc_uri_t *mongo_uri;
     mongoc_client_pool_t *pool;   /* thread-safe; used from threadpool work only */
@@ -21,9 +24,21 @@ struct rw_gateway_s {
     void (*stop_done)(void *arg);
     void *stop_arg;
     unsigned pending_work;        /* threadpool jobs not yet back on the loop */
+    /* from the template (app.c) */
+    gw_api_t *apis;
+    size_t n_apis;
+    rw_fn_config_t *fn_configs;
+    char ***fn_env;
+    char **fn_paths;
+    size_t n_fns;
+    rw_fnmgr_t *fnmgr;
+    struct rw_http_client_s *http_client; /* upstream connections (HTTP_PROXY) */
 };
 
 /** GET /_/health: pings the database on the threadpool; 200 or 503 with the reason. */
 void rw__gateway_health(rw_gateway_t *gw, rw_http_req_t *req);
+
+/** A threadpool job of the gateway finished (the gateway may be waiting to free). */
+void rw__gateway_work_done(rw_gateway_t *gw);
 
 #endif

@@ -1,5 +1,6 @@
 /* The `reelway` binary: one entry point, one subcommand per job. */
 #include "config.h"
+#include "template.h"
 
 #include "reelway/gateway.h"
 
@@ -14,6 +15,7 @@ static const char usage[] =
     "\n"
     "commands:\n"
     "  serve      run the gateway (starts a local FerretDB unless MONGODB_URI is set)\n"
+    "  validate F check a template: every unsupported or invalid element, with its line\n"
     "  version    print the version\n"
     "  help       this text\n"
     "\n"
@@ -57,6 +59,18 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         fputs(usage, stdout);
         return 0;
+    }
+    if (!strcmp(cmd, "validate")) {
+        if (argc != 3) {
+            fprintf(stderr, "usage: reelway validate TEMPLATE\n");
+            return 2;
+        }
+        int errors = rw_template_validate_file(argv[2], stdout);
+        if (errors < 0)
+            return 2;
+        if (errors == 0)
+            printf("%s: valid\n", argv[2]);
+        return errors == 0 ? 0 : 1;
     }
     if (!strcmp(cmd, "serve")) {
         rw_config_t cfg;

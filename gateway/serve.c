@@ -2,8 +2,12 @@
  * the port, forks one worker per core (each with its own loop, all sharing the
  * port through SO_REUSEPORT so the kernel spreads connections), restarts a
  * worker that dies, and stops everything in order on SIGTERM/SIGINT. */
+#include "app.h"
 #include "config.h"
+#include "functions.h"
 #include "localdb.h"
+#include "metrics.h"
+#include "template.h"
 
 #include "reelway/error.h"
 #include "reelway/gateway.h"
@@ -73,8 +77,8 @@ static int reserve_port(const char *host, int port, int *bound_port)
     return fd;
 }
 
-static pid_t spawn_worker(rw_config_t *cfg, const char *db_uri, int ready_fd,
-                          const sigset_t *oldmask)
+static pid_t spawn_worker(rw_config_t *cfg, rw_gateway_node_t *node, int index, const char *db_uri,
+                          int ready_fd, const sigset_t *oldmask)
 {
     pid_t parent = getpid();
     fflush(NULL);
@@ -91,7 +95,8 @@ static pid_t spawn_worker(rw_config_t *cfg, const char *db_uri, int ready_fd,
     (void)parent;
 #endif
     sigprocmask(SIG_SETMASK, oldmask, NULL);
-    int status = rw_gateway_run_worker(cfg, db_uri, -1, ready_fd);
+    node->worker_index = index;
+    int status = rw_gateway_run_worker(cfg, node, db_uri, -1, ready_fd);
     mongoc_cleanup();
     exit(status);
 }
@@ -177,6 +182,49 @@ static int write_port_file(const char *path, int port)
     return rename(tmp, path) == 0 ? 0 : -errno;
 }
 
+/* Loads and checks the template before anything starts: reelway refuses to
+ * serve a template with errors. */
+static int load_template(const rw_config_t *cfg, rw_template_t **tpl)
+{
+    *tpl = NULL;
+    if (!cfg->template_path[0])
+        return 0;
+    rw_diag_list_t diags;
+    rw_diag_list_init(&diags);
+    char endpoint[512];
+    snprintf(endpoint, sizeof endpoint, "http://%s:%d", cfg->host, cfg->port);
+    /* --parameter-overrides "Name=Value Name2=Value2" */
+    char buf[sizeof cfg->parameter_overrides];
+    snprintf(buf, sizeof buf, "%s", cfg->parameter_overrides);
+    rw_template_override_t overrides[64];
+    size_t n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, " ", &save); tok && n < 64; tok = strtok_r(NULL, " ", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq) {
+            fprintf(stderr, "reelway: --parameter-overrides: '%s' is not NAME=VALUE\n", tok);
+            return RW_ECONFIG;
+        }
+        *eq = '\0';
+        overrides[n++] = (rw_template_override_t){tok, eq + 1};
+    }
+    rw_template_params_t params = {.endpoint = endpoint, .overrides = overrides,
+                                   .override_count = n, .check_code = true};
+    int rc = rw_template_load(cfg->template_path, &params, tpl, &diags);
+    if (rc != 0) {
+        rw_diag_list_print(&diags, cfg->template_path, stderr);
+        if (!diags.count)
+            fprintf(stderr, "reelway: cannot load %s: %s\n", cfg->template_path, rw_strerror(rc));
+        fprintf(stderr, "reelway: refusing to start: the template has %zu error%s (see `reelway "
+                        "validate %s`)\n", diags.count, diags.count == 1 ? "" : "s",
+                cfg->template_path);
+        rw_diag_list_free(&diags);
+        return rc ? rc : RW_ECONFIG;
+    }
+    rw_diag_list_free(&diags);
+    return 0;
+}
+
 int rw_serve(rw_config_t *cfg)
 {
     /* Signals are taken synchronously by the supervisor (sigtimedwait), so block
@@ -193,12 +241,16 @@ int rw_serve(rw_config_t *cfg)
     rw_localdb_t db = {0};
     char db_uri[2048];
     char err[1024];
+    rw_template_t *tpl = NULL;
+    if (load_template(cfg, &tpl) != 0)
+        return 1;
     if (cfg->mongodb_uri[0]) {
         snprintf(db_uri, sizeof db_uri, "%s", cfg->mongodb_uri);
         if (rw_db_ping(db_uri, 10000, err, sizeof err) != 0) {
             char masked[2048];
             rw_config_mask_uri(db_uri, masked, sizeof masked);
             fprintf(stderr, "reelway: the database at %s does not answer: %s\n", masked, err);
+            rw_template_free(tpl);
             return 1;
         }
     } else {
@@ -207,6 +259,7 @@ int rw_serve(rw_config_t *cfg)
         rw_localdb_opts_t opts = {.dir = dir, .die_with_parent = true};
         if (rw_localdb_start(&db, &opts, err, sizeof err) != 0) {
             fprintf(stderr, "reelway: cannot start the local database: %s\n", err);
+            rw_template_free(tpl);
             return 1;
         }
         rw_localdb_guard(&db);
@@ -222,26 +275,40 @@ int rw_serve(rw_config_t *cfg)
         fprintf(stderr, "reelway: cannot bind %s:%d: %s\n", cfg->host, cfg->port,
                 rw_strerror(reserve_fd));
         rw_localdb_stop(&db, 5000);
+        rw_template_free(tpl);
         return 1;
     }
     cfg->port = port;
 
     int nworkers = cfg->workers < MAX_WORKERS ? cfg->workers : MAX_WORKERS;
+    /* What every worker shares: made before forking. */
+    rw_gateway_node_t node = {.tpl = tpl, .worker_count = nworkers};
+    char **names = NULL;
+    size_t n_names = 0;
+    size_t n_fns = tpl ? tpl->function_count : 0;
+    const char **fn_names = calloc(n_fns ? n_fns : 1, sizeof *fn_names);
+    for (size_t i = 0; i < n_fns; i++)
+        fn_names[i] = tpl->functions[i].name;
+    if (rw__app_metric_names(tpl, &names, &n_names) == 0)
+        node.metrics = rw_metrics_new((const char *const *)names, n_names, nworkers, fn_names, n_fns);
+    rw__app_names_free(names, n_names);
+    free(fn_names);
+    node.fn_shared = rw_fn_shared_new(n_fns);
     worker_slot_t slots[MAX_WORKERS] = {{0}};
     int ready[2];
+    int status = 0;
     if (pipe(ready) != 0) {
         perror("reelway: pipe");
-        rw_localdb_stop(&db, 5000);
-        return 1;
+        status = 1;
+        goto out;
     }
     for (int i = 0; i < nworkers; i++) {
-        slots[i].pid = spawn_worker(cfg, db_uri, ready[1], &oldmask);
+        slots[i].pid = spawn_worker(cfg, &node, i, db_uri, ready[1], &oldmask);
         slots[i].started = time(NULL);
     }
     close(ready[1]);
     int up = wait_ready(ready[0], nworkers, 30000);
     close(ready[0]);
-    int status = 0;
     if (up < nworkers) {
         fprintf(stderr, "reelway: %d of %d workers failed to start\n", nworkers - up, nworkers);
         stop_workers(slots, nworkers, 5000);
@@ -293,13 +360,16 @@ int rw_serve(rw_config_t *cfg)
                     status = 1;
                     goto out;
                 }
-                slots[i].pid = spawn_worker(cfg, db_uri, -1, &oldmask);
+                slots[i].pid = spawn_worker(cfg, &node, i, db_uri, -1, &oldmask);
                 slots[i].started = time(NULL);
             }
         }
     }
 out:
     close(reserve_fd);
+    rw_metrics_free(node.metrics);
+    rw_fn_shared_free(node.fn_shared, n_fns);
+    rw_template_free(tpl);
     rw_localdb_stop(&db, 10000);
     rw_localdb_guard(NULL);
     fprintf(stderr, "reelway: stopped\n");

@@ -15,16 +15,33 @@ extern "C" {
 
 typedef struct rw_gateway_s rw_gateway_t;
 struct rw_config_s;
+struct rw_template_s;
+struct rw_metrics_s;
+struct rw_fn_shared_s;
 
 /**
- * Creates a gateway on loop for cfg, connected to the database at db_uri
+ * What the supervisor prepares once for all workers of a node, before it
+ * forks: the loaded template and the shared-memory counters. All may be NULL
+ * (no template: only the built-in routes).
+ */
+typedef struct rw_gateway_node_s {
+    const struct rw_template_s *tpl;
+    struct rw_metrics_s *metrics;
+    struct rw_fn_shared_s *fn_shared;
+    int worker_index, worker_count;
+} rw_gateway_node_t;
+
+/**
+ * Creates a gateway on loop for cfg and node (borrowed for the gateway's life),
+ * connected to the database at db_uri
  * (borrowed; copied). listen_fd >= 0 is an already bound socket to listen on
  * (ownership passes to the gateway); -1 makes the gateway bind cfg->host and
  * cfg->port itself with SO_REUSEPORT. Returns 0 and the gateway in *out, or a
  * negative code with the reason printed to stderr.
  */
-int rw_gateway_start(uv_loop_t *loop, const struct rw_config_s *cfg, const char *db_uri,
-                     int listen_fd, rw_gateway_t **out);
+int rw_gateway_start(uv_loop_t *loop, const struct rw_config_s *cfg,
+                     const rw_gateway_node_t *node, const char *db_uri, int listen_fd,
+                     rw_gateway_t **out);
 
 /** The port the gateway listens on. */
 int rw_gateway_port(const rw_gateway_t *gw);
@@ -41,8 +58,8 @@ void rw_gateway_stop(rw_gateway_t *gw, void (*done)(void *arg), void *arg);
  * and a clean loop close. ready_fd >= 0 gets one byte once listening. Returns a
  * process exit status.
  */
-int rw_gateway_run_worker(const struct rw_config_s *cfg, const char *db_uri, int listen_fd,
-                          int ready_fd);
+int rw_gateway_run_worker(const struct rw_config_s *cfg, const rw_gateway_node_t *node,
+                          const char *db_uri, int listen_fd, int ready_fd);
 
 /**
  * `reelway serve`: starts the local database unless MONGODB_URI is set, forks

@@ -76,7 +76,9 @@ typedef void (*rw_http_write_cb)(rw_http_req_t *req, int status, void *arg);
 
 /** A parsed request head. Strings are NUL-terminated; valid until the request ends. */
 struct rw_http_req_s {
-    void *data;                 /**< the handler's */
+    void *data;                 /**< the handler's (an integration's) */
+    void *app;                  /**< the application layer's, beside data (the gateway's
+                                     pipeline keeps its per-request state here) */
     rw_http_server_t *server;
     const char *method;         /**< "GET", "POST", ... */
     int method_id;              /**< llhttp's llhttp_method_t */
@@ -102,6 +104,14 @@ struct rw_http_req_s {
     int status;                 /**< response status once started, else 0 */
 };
 
+/**
+ * Called once per request the handler saw, when it is completely done: ended by
+ * the handler and every byte of its response written (or the connection gone).
+ * req->status and req->bytes_out are final; req->data is still the handler's
+ * (free it here). The request is freed right after.
+ */
+typedef void (*rw_http_done_cb)(const rw_http_req_t *req, void *arg);
+
 /** Default limits, as documented in rw_http_limits_t. */
 void rw_http_limits_default(rw_http_limits_t *limits);
 
@@ -121,6 +131,9 @@ int rw_http_server_listen(rw_http_server_t *s, const char *host, int port, bool 
 
 /** Listens on an already bound socket fd (ownership passes to the server). */
 int rw_http_server_listen_fd(rw_http_server_t *s, int fd);
+
+/** Sets the per-request completion callback (access logs, metrics). */
+void rw_http_server_on_done(rw_http_server_t *s, rw_http_done_cb cb, void *arg);
 
 /** The port the server listens on, or a negative code. */
 int rw_http_server_port(const rw_http_server_t *s);
