@@ -132,6 +132,7 @@ struct rw_http_server_s {
     rw_http_done_cb on_done;
     void *done_cb_arg;
     unsigned n_conns;
+    unsigned live_reqs;           /* requests not yet freed (a handler may hold one) */
     conn_t *conns;
     bool shutting_down;
     uv_timer_t shutdown_timer;
@@ -690,6 +691,7 @@ static req_t *req_new(conn_t *c)
     req_t *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
+    c->srv->live_reqs++;
     r->conn = c;
     r->pub.server = c->srv;
     r->content_length_out = -1;
@@ -1415,6 +1417,8 @@ static void server_maybe_done(rw_http_server_t *s)
 {
     if (!s->shutting_down || s->n_conns > 0)
         return;
+    if (s->live_reqs > 0)
+        return; /* a handler still holds a request; its end brings us back here */
     /* The last connection is gone: the deadline timer is not needed any more. */
     if (s->shutdown_timer_open && !uv_is_closing((uv_handle_t *)&s->shutdown_timer))
         uv_close((uv_handle_t *)&s->shutdown_timer, on_server_handle_closed);
@@ -1495,8 +1499,9 @@ static void req_release(req_t *r)
      * and no write that mentions it is in flight. */
     if (!r->ended || r->pending_writes > 0 || r->conn || r->holds > 0)
         return;
-    if (r->dispatched && r->pub.server->on_done)
-        r->pub.server->on_done(&r->pub, r->pub.server->done_cb_arg);
+    rw_http_server_t *srv = r->pub.server;
+    if (r->dispatched && srv->on_done)
+        srv->on_done(&r->pub, srv->done_cb_arg);
     free(r->whole);
     free(r->trailers);
     free(r->toffs);
@@ -1505,6 +1510,9 @@ static void req_release(req_t *r)
     free(r->hoffs);
     free(r->arena);
     free(r);
+    /* A server being stopped waits for the last request a handler held. */
+    srv->live_reqs--;
+    server_maybe_done(srv);
 }
 
 static void body_finish(req_t *r, int status)

@@ -143,7 +143,8 @@ unsigned rw_http_server_connections(const rw_http_server_t *s);
 
 /**
  * Graceful stop: stops accepting, closes idle connections, lets in-flight
- * requests finish until the shutdown deadline, then closes everything. done is
+ * requests finish until the shutdown deadline, then closes everything; requests
+ * a handler still holds keep the server until they end. done is
  * called once when every connection and handle is closed; the server is freed
  * right after done returns. Calling it twice is an error (returns UV_EALREADY).
  */
