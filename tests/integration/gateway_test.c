@@ -332,6 +332,93 @@ static void body_over_api_gateway_limit_is_413(void **state)
     free(big);
 }
 
+/* Every log file of a function, concatenated into buf. */
+static void function_logs(const char *fn, char *buf, size_t cap)
+{
+    char dir[700];
+    snprintf(dir, sizeof dir, "%s/logs/%s", S.dir, fn);
+    buf[0] = '\0';
+    size_t len = 0;
+    DIR *d = opendir(dir);
+    struct dirent *ent;
+    while (d && (ent = readdir(d))) {
+        if (ent->d_name[0] == '.')
+            continue;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, ent->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        len += fread(buf + len, 1, cap - 1 - len, f);
+        buf[len] = '\0';
+        fclose(f);
+    }
+    if (d)
+        closedir(d);
+}
+
+/* Python's awslambdaric and Node's aws-lambda-ric, as published, unchanged. */
+static void real_runtime_clients(void **state)
+{
+    const char *runtimes[] = {"py", "node"};
+    for (int k = 0; k < 2; k++) {
+        /* Two workers each keep their own warm environments: of three calls,
+         * two land on one worker, whose environment has then counted two. */
+        int max_count = 0;
+        for (int call = 1; call <= 3; call++) {
+            char path[64];
+            snprintf(path, sizeof path, "/%s/%d", runtimes[k], call);
+            rw_test_response_t r;
+            cJSON *b = get_json("GET", path, NULL, NULL, 0, &r, 200);
+            char v[128], rid[64];
+            assert_string_equal(rw_test_header(&r, "x-runtime", v, sizeof v),
+                                k == 0 ? "python" : "node");
+            assert_string_equal(str_at(b, "routeKey", NULL, NULL),
+                                k == 0 ? "GET /py/{id}" : "GET /node/{id}");
+            assert_string_equal(str_at(b, "rawPath", NULL, NULL), path);
+            assert_string_equal(str_at(b, "method", NULL, NULL), "GET");
+            assert_string_equal(str_at(b, "function", NULL, NULL), k == 0 ? "Py" : "Node");
+            assert_string_equal(str_at(b, "memory", NULL, NULL), "256");
+            int remaining = cJSON_GetObjectItem(b, "remainingMs")->valueint;
+            assert_true(remaining > 0 && remaining <= 3000);
+            /* The Lambda request id is not the API request id, as in AWS; it is
+             * fresh per call. The warm environment counts calls. */
+            assert_non_null(rw_test_header(&r, "apigw-requestid", rid, sizeof rid));
+            assert_string_not_equal(str_at(b, "requestId", NULL, NULL), rid);
+            int count = cJSON_GetObjectItem(b, "count")->valueint;
+            assert_true(count >= 1 && count <= call);
+            if (count > max_count)
+                max_count = count;
+            if (k == 0)
+                assert_string_equal(rw_test_header(&r, "set-cookie", v, sizeof v), "py=1; Path=/");
+            cJSON_Delete(b);
+            rw_test_response_free(&r);
+        }
+        assert_true(max_count >= 2);
+    }
+    /* An exception in either runtime is a 502 for the client and a logged error. */
+    const char *fails[] = {"/py-fails", "/node-fails"};
+    const char *fn[] = {"PyFails", "NodeFails"};
+    const char *what[] = {"ValueError: python handler failed on purpose",
+                          "node handler failed on purpose"};
+    for (int k = 0; k < 2; k++) {
+        rw_test_response_t r;
+        cJSON *j = get_json("GET", fails[k], NULL, NULL, 0, &r, 502);
+        assert_string_equal(str_at(j, "message", NULL, NULL), "Internal server error");
+        cJSON_Delete(j);
+        rw_test_response_free(&r);
+        static char logs[65536];
+        bool seen = false;
+        for (int tries = 0; tries < 100 && !seen; tries++) {
+            function_logs(fn[k], logs, sizeof logs);
+            seen = strstr(logs, what[k]) != NULL;
+            if (!seen)
+                rw_test_sleep_ms(20);
+        }
+        assert_true(seen);
+    }
+}
+
 static void metrics_access_log_and_function_logs(void **state)
 {
     rw_test_response_t r;
@@ -418,6 +505,7 @@ int main(void)
         cmocka_unit_test(function_failures_map_to_api_gateway_errors),
         cmocka_unit_test(http_proxy_integration),
         cmocka_unit_test(body_over_api_gateway_limit_is_413),
+        cmocka_unit_test(real_runtime_clients),
         cmocka_unit_test(metrics_access_log_and_function_logs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
