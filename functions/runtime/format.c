@@ -70,7 +70,8 @@ out:
 
 char *rw_runtime_prelude(int status, const cJSON *headers, const cJSON *cookies, size_t *len)
 {
-    if ((headers != NULL && !cJSON_IsObject(headers)) || (cookies != NULL && !cJSON_IsArray(cookies)))
+    if ((headers != NULL && !cJSON_IsObject(headers)) ||
+        (cookies != NULL && !cJSON_IsArray(cookies)))
         return NULL;
     cJSON *doc = cJSON_CreateObject();
     char *text = NULL, *out = NULL;

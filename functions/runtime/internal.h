@@ -75,7 +75,7 @@ struct rt_conn_s {
     llhttp_t parser;
     rw_runtime_t *rt;
     bool connected;
-    bool dead;    /* must not carry another request (close after this one) */
+    bool dead; /* must not carry another request (close after this one) */
     bool closing;
     unsigned requests; /* requests completed on it (a reused connection may be stale) */
     char rbuf[64 * 1024];
@@ -107,15 +107,15 @@ struct rw_runtime_s {
     char *function_name, *function_version, *log_group, *log_stream;
     int memory_mb;
     /* the Runtime API */
-    char *host_header;  /* host[:port] as given, for Host: */
-    char *path_prefix;  /* "" or "/.rt" and the like */
+    char *host_header; /* host[:port] as given, for Host: */
+    char *path_prefix; /* "" or "/.rt" and the like */
     struct sockaddr_storage addr;
-    rt_conn_t *conn;    /* current connection, or NULL */
+    rt_conn_t *conn; /* current connection, or NULL */
     rt_request_t req;
     rt_next_t next;
     void (*on_connected)(rw_runtime_t *rt, int err); /* rw__rt_connect's callback */
     /* lifecycle */
-    struct inv_s *inv;  /* the invocation running, or NULL */
+    struct inv_s *inv; /* the invocation running, or NULL */
     bool stopping, stopped;
     int exit_status;
 };

@@ -59,7 +59,7 @@ static void stream_error(inv_t *inv);
 
 #define INV(p) ((inv_t *)(p))
 /* The body's data pointer is the handler's: find the invocation around it. */
-#define BODY_INV(s) ((inv_t *)((char *)(s) - offsetof(inv_t, body)))
+#define BODY_INV(s) ((inv_t *)((char *)(s)-offsetof(inv_t, body)))
 
 /* ---- time and logs ---- */
 
@@ -442,8 +442,10 @@ int rw_runtime_run(rw_runtime_t *rt)
     const char *api = getenv("AWS_LAMBDA_RUNTIME_API");
     int err = rw__rt_parse_api(rt, api);
     if (err < 0) {
-        fprintf(stderr, "reelway runtime: AWS_LAMBDA_RUNTIME_API=%s is not a usable host:port "
-                        "(%s)\n", api ? api : "(unset)", rw_strerror(err));
+        fprintf(stderr,
+                "reelway runtime: AWS_LAMBDA_RUNTIME_API=%s is not a usable host:port "
+                "(%s)\n",
+                api ? api : "(unset)", rw_strerror(err));
         return 1;
     }
 
@@ -684,8 +686,8 @@ static void post_answer(inv_t *inv)
         what = "/response";
     }
     size_t head_len = 0;
-    char *head = make_head(rt, "POST", "invocation/", inv->pub.ctx.request_id, what, extra,
-                           &head_len);
+    char *head =
+        make_head(rt, "POST", "invocation/", inv->pub.ctx.request_id, what, extra, &head_len);
     int err = UV_ENOMEM;
     if (head != NULL && (body != NULL || body_len == 0))
         err = rw__rt_request(rt, kind, head, head_len, body, body_len, on_answer_posted);
@@ -773,8 +775,8 @@ int rw_runtime_respond(rw_invocation_t *pub, const void *bytes, size_t len,
     /* The caller's string may not outlive the call: keep our own. */
     free(inv->stream_content_type);
     inv->stream_content_type = strdup(content_type ? content_type : "application/octet-stream");
-    inv->content_type = inv->stream_content_type ? inv->stream_content_type
-                                                 : "application/octet-stream";
+    inv->content_type =
+        inv->stream_content_type ? inv->stream_content_type : "application/octet-stream";
     complete_buffered(inv);
     return 0;
 }
@@ -889,11 +891,10 @@ static int stream_start(inv_t *inv)
     size_t head_len = 0;
     char *head = make_head(rt, "POST", "invocation/", inv->pub.ctx.request_id, "/response", extra,
                            &head_len);
-    int err = head ? rw__rt_request(rt, REQ_STREAM, head, head_len, NULL, 0, on_stream_done)
-                   : UV_ENOMEM;
+    int err =
+        head ? rw__rt_request(rt, REQ_STREAM, head, head_len, NULL, 0, on_stream_done) : UV_ENOMEM;
     if (err < 0) {
-        rt_log(inv, RW_RUNTIME_ERROR, "cannot start the streamed response: %s",
-               rw_strerror(err));
+        rt_log(inv, RW_RUNTIME_ERROR, "cannot start the streamed response: %s", rw_strerror(err));
         inv->response_done = true;
         stream_api_failed(inv, err);
         return err;
@@ -972,8 +973,9 @@ static void stream_error(inv_t *inv)
     } else if (!inv->terminated) {
         send_terminator(inv, inv->error_type, inv->error_message);
     } else {
-        rt_log(inv, RW_RUNTIME_WARN, "the failure came after the response was complete: "
-                                     "the caller got the whole response");
+        rt_log(inv, RW_RUNTIME_WARN,
+               "the failure came after the response was complete: "
+               "the caller got the whole response");
     }
     maybe_finish(inv);
 }
@@ -1108,7 +1110,8 @@ int rw_runtime_write_prelude(rw_invocation_t *pub, int status, const cJSON *head
         return (headers && !cJSON_IsObject(headers)) || (cookies && !cJSON_IsArray(cookies))
                    ? UV_EINVAL
                    : UV_ENOMEM;
-    int err = rw_runtime_set_content_type(pub, "application/vnd.awslambda.http-integration-response");
+    int err =
+        rw_runtime_set_content_type(pub, "application/vnd.awslambda.http-integration-response");
     rw_chunk_t c;
     if (err == 0)
         err = rw_chunk_copy(&c, bytes, len);

@@ -13,7 +13,8 @@ static void on_hello(rw_invocation_t *inv)
     if (!cJSON_IsString(name))
         name = cJSON_GetObjectItemCaseSensitive(inv->event, "name");
     char message[256];
-    snprintf(message, sizeof message, "hello, %s", cJSON_IsString(name) ? name->valuestring : "world");
+    snprintf(message, sizeof message, "hello, %s",
+             cJSON_IsString(name) ? name->valuestring : "world");
     rw_runtime_log(inv, RW_RUNTIME_INFO, "%s", message);
 
     cJSON *body = cJSON_CreateObject();

@@ -166,13 +166,18 @@ static void on_init_fail(rw_invocation_t *inv)
 
 static void on_env(rw_invocation_t *inv)
 {
-    static const char *const standard[] = {
-        "AWS_LAMBDA_RUNTIME_API",          "_HANDLER",
-        "AWS_LAMBDA_FUNCTION_NAME",        "AWS_LAMBDA_FUNCTION_VERSION",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_LOG_GROUP_NAME",
-        "AWS_LAMBDA_LOG_STREAM_NAME",      "AWS_REGION",
-        "LAMBDA_TASK_ROOT",                "TZ",
-        "_X_AMZN_TRACE_ID",                NULL};
+    static const char *const standard[] = {"AWS_LAMBDA_RUNTIME_API",
+                                           "_HANDLER",
+                                           "AWS_LAMBDA_FUNCTION_NAME",
+                                           "AWS_LAMBDA_FUNCTION_VERSION",
+                                           "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                                           "AWS_LAMBDA_LOG_GROUP_NAME",
+                                           "AWS_LAMBDA_LOG_STREAM_NAME",
+                                           "AWS_REGION",
+                                           "LAMBDA_TASK_ROOT",
+                                           "TZ",
+                                           "_X_AMZN_TRACE_ID",
+                                           NULL};
     cJSON *out = cJSON_CreateObject();
     const cJSON *names = cJSON_GetObjectItemCaseSensitive(inv->event, "names");
     if (cJSON_IsArray(names)) {
@@ -182,7 +187,8 @@ static void on_env(rw_invocation_t *inv)
             if (!cJSON_IsString(n))
                 continue;
             const char *v = getenv(n->valuestring);
-            cJSON_AddItemToObject(out, n->valuestring, v ? cJSON_CreateString(v) : cJSON_CreateNull());
+            cJSON_AddItemToObject(out, n->valuestring,
+                                  v ? cJSON_CreateString(v) : cJSON_CreateNull());
         }
     } else {
         for (const char *const *n = standard; *n; n++) {
@@ -268,10 +274,9 @@ static void on_record(rw_invocation_t *inv)
     if (wait > 0)
         sleep_ms(wait);
     bson_error_t error;
-    bson_t *event = inv->payload_len
-                        ? bson_new_from_json((const uint8_t *)inv->payload,
-                                             (ssize_t)inv->payload_len, &error)
-                        : bson_new();
+    bson_t *event = inv->payload_len ? bson_new_from_json((const uint8_t *)inv->payload,
+                                                          (ssize_t)inv->payload_len, &error)
+                                     : bson_new();
     if (event == NULL) {
         rw_runtime_fail(inv, "Sample.BadEvent", "the event is not a JSON object: %s",
                         error.message);
@@ -285,8 +290,8 @@ static void on_record(rw_invocation_t *inv)
     bson_destroy(event);
 
     mongoc_client_t *client = mongoc_client_pool_pop(app->pool);
-    mongoc_collection_t *coll = mongoc_client_get_collection(
-        client, str(inv, "db", "reelway"), str(inv, "collection", "deliveries"));
+    mongoc_collection_t *coll = mongoc_client_get_collection(client, str(inv, "db", "reelway"),
+                                                             str(inv, "collection", "deliveries"));
     bool ok = mongoc_collection_insert_one(coll, &rec, NULL, NULL, &error);
     mongoc_collection_destroy(coll);
     mongoc_client_pool_push(app->pool, client);
@@ -431,7 +436,8 @@ static void stream_with(rw_invocation_t *inv, rw_stream_t *body, uint64_t total,
     g->body = body;
     g->total = (uint64_t)num(inv, "bytes", (double)total);
     uint64_t chunks = (uint64_t)num(inv, "chunks", 0);
-    g->chunk = chunks > 0 ? (g->total + chunks - 1) / chunks : (uint64_t)num(inv, "chunk", (double)chunk);
+    g->chunk =
+        chunks > 0 ? (g->total + chunks - 1) / chunks : (uint64_t)num(inv, "chunk", (double)chunk);
     if (g->chunk == 0)
         g->chunk = 1;
     if (g->chunk > MAX_CHUNK)

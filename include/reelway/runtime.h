@@ -102,14 +102,14 @@ typedef struct rw_runtime_context_s {
     const char *request_id;           /**< Lambda-Runtime-Aws-Request-Id */
     int64_t deadline_ms;              /**< Lambda-Runtime-Deadline-Ms: Unix epoch ms */
     const char *invoked_function_arn; /**< Lambda-Runtime-Invoked-Function-Arn ("" if none) */
-    const char *trace_id;             /**< Lambda-Runtime-Trace-Id (also $_X_AMZN_TRACE_ID) or NULL */
-    const char *client_context;       /**< Lambda-Runtime-Client-Context, as sent, or NULL */
-    const char *cognito_identity;     /**< Lambda-Runtime-Cognito-Identity, as sent, or NULL */
-    const char *function_name;        /**< $AWS_LAMBDA_FUNCTION_NAME ("" if unset) */
-    const char *function_version;     /**< $AWS_LAMBDA_FUNCTION_VERSION ("$LATEST" if unset) */
-    int memory_limit_mb;              /**< $AWS_LAMBDA_FUNCTION_MEMORY_SIZE (0 if unset) */
-    const char *log_group_name;       /**< $AWS_LAMBDA_LOG_GROUP_NAME ("" if unset) */
-    const char *log_stream_name;      /**< $AWS_LAMBDA_LOG_STREAM_NAME ("" if unset) */
+    const char *trace_id;         /**< Lambda-Runtime-Trace-Id (also $_X_AMZN_TRACE_ID) or NULL */
+    const char *client_context;   /**< Lambda-Runtime-Client-Context, as sent, or NULL */
+    const char *cognito_identity; /**< Lambda-Runtime-Cognito-Identity, as sent, or NULL */
+    const char *function_name;    /**< $AWS_LAMBDA_FUNCTION_NAME ("" if unset) */
+    const char *function_version; /**< $AWS_LAMBDA_FUNCTION_VERSION ("$LATEST" if unset) */
+    int memory_limit_mb;          /**< $AWS_LAMBDA_FUNCTION_MEMORY_SIZE (0 if unset) */
+    const char *log_group_name;   /**< $AWS_LAMBDA_LOG_GROUP_NAME ("" if unset) */
+    const char *log_stream_name;  /**< $AWS_LAMBDA_LOG_STREAM_NAME ("" if unset) */
 } rw_runtime_context_t;
 
 /**
@@ -117,12 +117,12 @@ typedef struct rw_runtime_context_s {
  * handler completes it. Fields are read-only except data.
  */
 struct rw_invocation_s {
-    void *data;              /**< yours */
-    rw_runtime_t *runtime;   /**< the runtime that received it */
-    void *app;               /**< what init kept with rw_runtime_set_app (or NULL) */
-    const cJSON *event;      /**< the event parsed as JSON, or NULL when it is not JSON */
-    const char *payload;     /**< the event's raw bytes, NUL-terminated */
-    size_t payload_len;      /**< their number, without the NUL */
+    void *data;               /**< yours */
+    rw_runtime_t *runtime;    /**< the runtime that received it */
+    void *app;                /**< what init kept with rw_runtime_set_app (or NULL) */
+    const cJSON *event;       /**< the event parsed as JSON, or NULL when it is not JSON */
+    const char *payload;      /**< the event's raw bytes, NUL-terminated */
+    size_t payload_len;       /**< their number, without the NUL */
     rw_runtime_context_t ctx; /**< request id, deadline, ARN, ... */
 };
 

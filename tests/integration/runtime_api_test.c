@@ -83,7 +83,7 @@ struct server_s {
     rec_t recs[MAX_RECORDS];
     int n_recs;
     /* options */
-    uint64_t body_limit; /* answer 413 beyond (0: none) */
+    uint64_t body_limit;   /* answer 413 beyond (0: none) */
     unsigned slow_read_ms; /* pause reading after each read of a request body */
     bool check_pattern;
 };
@@ -158,8 +158,9 @@ static void deliver(server_t *s)
     memmove(s->queue, s->queue + 1, sizeof s->queue[0] * (size_t)--s->queued);
     size_t blen = strlen(ev.body);
     char *resp = malloc(blen + strlen(ev.headers) + 256);
-    int n = sprintf(resp, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%sContent-Length: %zu\r\n\r\n",
-                    ev.headers, blen);
+    int n = sprintf(
+        resp, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%sContent-Length: %zu\r\n\r\n",
+        ev.headers, blen);
     memcpy(resp + n, ev.body, blen);
     srv_write(c, resp, (size_t)n + blen);
     free(resp);
@@ -419,17 +420,13 @@ static void fn_start(fixture_t *f, const char *handler, const char *const extra[
     char api[64], h[128];
     snprintf(api, sizeof api, "AWS_LAMBDA_RUNTIME_API=127.0.0.1:%d", f->srv.port);
     snprintf(h, sizeof h, "_HANDLER=%s", handler);
-    const char *env[24] = {api,
-                           h,
-                           "AWS_LAMBDA_FUNCTION_NAME=fn-under-test",
-                           "AWS_LAMBDA_FUNCTION_VERSION=7",
-                           "AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256",
+    const char *env[24] = {api, h, "AWS_LAMBDA_FUNCTION_NAME=fn-under-test",
+                           "AWS_LAMBDA_FUNCTION_VERSION=7", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256",
                            "AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/fn-under-test",
                            "AWS_LAMBDA_LOG_STREAM_NAME=2024/05/01/[7]abc",
                            /* ASan keeps freed memory for a while; keep that small so the
                             * memory test measures the runtime, not the quarantine. */
-                           "ASAN_OPTIONS=quarantine_size_mb=4:detect_leaks=1",
-                           NULL};
+                           "ASAN_OPTIONS=quarantine_size_mb=4:detect_leaks=1", NULL};
     size_t n = 8;
     for (size_t i = 0; extra && extra[i] && n + 1 < 24; i++)
         env[n++] = extra[i];
@@ -520,8 +517,8 @@ typedef struct snap_call_s {
     server_t *srv;
     const char *method;
     const char *path_part;
-    int nth;       /* which match (0: first) */
-    rec_t out;     /* body not copied: see body_copy */
+    int nth;   /* which match (0: first) */
+    rec_t out; /* body not copied: see body_copy */
     char *body_copy;
     bool found;
     int parked_conn;
@@ -674,8 +671,8 @@ static void context_headers_reach_the_handler_over_one_connection(void **state)
                "Lambda-Runtime-Cognito-Identity: {\"cognitoIdentityId\":\"us-east-1:42\"}\r\n");
     rec_t rec;
     char *body = NULL;
-    assert_true(wait_rec(f, "POST", "/2018-06-01/runtime/invocation/req-1/response", 0, 10000,
-                         &rec, &body));
+    assert_true(wait_rec(f, "POST", "/2018-06-01/runtime/invocation/req-1/response", 0, 10000, &rec,
+                         &body));
     cJSON *doc = cJSON_Parse(body);
     assert_non_null(doc);
     assert_string_equal(cJSON_GetObjectItem(doc, "request_id")->valuestring, "req-1");
@@ -755,8 +752,8 @@ static void error_goes_to_the_error_endpoint(void **state)
     rec_t rec;
     char *body = NULL;
     assert_true(wait_rec(f, "POST", "/invocation/err-1/error", 0, 10000, &rec, &body));
-    assert_string_equal(body,
-                        "{\"errorMessage\":\"it broke\",\"errorType\":\"Custom.Broken\",\"stackTrace\":[]}");
+    assert_string_equal(
+        body, "{\"errorMessage\":\"it broke\",\"errorType\":\"Custom.Broken\",\"stackTrace\":[]}");
     char type[128];
     assert_true(header_in(rec.headers, "lambda-runtime-function-error-type", type, sizeof type));
     assert_string_equal(type, "Custom.Broken");
@@ -784,7 +781,8 @@ static void streaming_sends_prelude_and_chunks(void **state)
     assert_true(header_in(rec.headers, "transfer-encoding", v, sizeof v));
     assert_string_equal(v, "chunked");
     assert_true(header_in(rec.headers, "trailer", v, sizeof v));
-    assert_string_equal(v, "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body");
+    assert_string_equal(v,
+                        "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body");
     assert_true(header_in(rec.headers, "content-type", v, sizeof v));
     assert_string_equal(v, "application/vnd.awslambda.http-integration-response");
 
@@ -967,8 +965,8 @@ static void unknown_handler_is_an_init_error(void **state)
     cJSON *doc = cJSON_Parse(body);
     assert_string_equal(cJSON_GetObjectItem(doc, "errorType")->valuestring,
                         "Runtime.HandlerNotFound");
-    assert_non_null(strstr(cJSON_GetObjectItem(doc, "errorMessage")->valuestring,
-                           "no-such-handler"));
+    assert_non_null(
+        strstr(cJSON_GetObjectItem(doc, "errorMessage")->valuestring, "no-such-handler"));
     cJSON_Delete(doc);
     free(body);
     int status = rw_test_proc_wait(&f->proc, 10000);

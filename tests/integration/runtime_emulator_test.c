@@ -100,9 +100,17 @@ static emu_t *emu_start(void)
         e->port = free_port();
         char port[16];
         snprintf(port, sizeof port, "%d", e->port);
-        char *argv[] = {(char *)emulator_bin(), "lambda",      "watch",   "--only-lambda-apis",
-                        "--manifest-path",      e->manifest,   "-A",      "127.0.0.1",
-                        "-P",                   port,          NULL};
+        char *argv[] = {(char *)emulator_bin(),
+                        "lambda",
+                        "watch",
+                        "--only-lambda-apis",
+                        "--manifest-path",
+                        e->manifest,
+                        "-A",
+                        "127.0.0.1",
+                        "-P",
+                        port,
+                        NULL};
         const char *set[] = {e->path_env, NULL};
         assert_int_equal(rw_test_proc_start(&e->proc, argv, set, NULL, e->log), 0);
         for (int waited = 0; waited < 30000 && rw_test_pid_alive(e->proc.pid); waited += 50) {
@@ -193,9 +201,10 @@ static bool file_contains(const char *path, const char *needle)
 static int setup(void **state)
 {
     if (emulator_bin() == NULL) {
-        fprintf(stderr, "SKIP: the Runtime API emulator is not installed (RW_CARGO_LAMBDA=%s): "
-                        "run scripts/setup\n", getenv("RW_CARGO_LAMBDA") ? getenv("RW_CARGO_LAMBDA")
-                                                                         : "(unset)");
+        fprintf(stderr,
+                "SKIP: the Runtime API emulator is not installed (RW_CARGO_LAMBDA=%s): "
+                "run scripts/setup\n",
+                getenv("RW_CARGO_LAMBDA") ? getenv("RW_CARGO_LAMBDA") : "(unset)");
         return 0;
     }
     return 0;
@@ -270,7 +279,8 @@ static void init_failure_is_reported(void **state)
     assert_string_equal(cJSON_GetObjectItem(out, "errorType")->valuestring, "Sample.InitFailed");
     assert_string_equal(cJSON_GetObjectItem(out, "errorMessage")->valuestring, "no configuration");
     cJSON_Delete(out);
-    assert_true(file_contains(e->fn_log, "\tERROR\tInit Error\tSample.InitFailed: no configuration"));
+    assert_true(
+        file_contains(e->fn_log, "\tERROR\tInit Error\tSample.InitFailed: no configuration"));
     emu_stop(e);
 }
 

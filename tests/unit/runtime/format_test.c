@@ -63,8 +63,9 @@ static void error_json_is_lambdas_document(void **state)
     size_t len = 0;
     char *doc = rw_runtime_error_json("Custom.Bad", "it \"broke\"\n", &len);
     assert_non_null(doc);
-    assert_string_equal(doc, "{\"errorMessage\":\"it \\\"broke\\\"\\n\",\"errorType\":\"Custom.Bad\","
-                             "\"stackTrace\":[]}");
+    assert_string_equal(doc,
+                        "{\"errorMessage\":\"it \\\"broke\\\"\\n\",\"errorType\":\"Custom.Bad\","
+                        "\"stackTrace\":[]}");
     assert_int_equal(len, strlen(doc));
     free(doc);
 
@@ -103,8 +104,8 @@ static void prelude_is_json_then_eight_nuls(void **state)
 static void base64_matches_rfc4648_vectors(void **state)
 {
     static const char *const in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-    static const char *const out[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
-                                      "Zm9vYmFy"};
+    static const char *const out[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
+                                      "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
     for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
         char *b = rw_runtime_base64(in[i], strlen(in[i]));
         assert_string_equal(b, out[i]);
