@@ -489,6 +489,90 @@ static void on_stream_slow(rw_invocation_t *inv, rw_stream_t *body)
     stream_with(inv, body, 10 * 4096, 4096, 50);
 }
 
+/* ---- a pipeline into the body ---- */
+
+/* A readable that produces the pattern (or fails with RW_EPARSE after
+ * fail_after bytes), piped into the response body with rw_pipeline: the
+ * runtime's body is an ordinary stage, backpressure included. */
+typedef struct src_s {
+    rw_stream_t stream;
+    rw_pipeline_t pipeline;
+    rw_invocation_t *inv;
+    uint64_t total, sent, chunk, fail_after;
+} src_t;
+
+static void src_read(rw_stream_t *s, size_t size)
+{
+    src_t *src = (src_t *)s; /* stream is the first member */
+    for (;;) {
+        if (src->sent >= src->fail_after) {
+            rw_stream_destroy(s, RW_EPARSE);
+            return;
+        }
+        if (src->sent >= src->total) {
+            rw_readable_end(s);
+            return;
+        }
+        uint64_t len = src->chunk;
+        if (len > src->total - src->sent)
+            len = src->total - src->sent;
+        if (len > src->fail_after - src->sent)
+            len = src->fail_after - src->sent;
+        rw_chunk_t c;
+        if (rw_chunk_copy(&c, pattern_at(src->sent), (size_t)len) < 0) {
+            rw_stream_destroy(s, UV_ENOMEM);
+            return;
+        }
+        src->sent += len;
+        if (!rw_readable_push(s, c))
+            return;
+    }
+}
+
+static const rw_stream_impl_t src_impl = {.read = src_read};
+
+static void on_src_closed(rw_stream_t *s)
+{
+    free(s);
+}
+
+static void on_pipeline_done(rw_pipeline_t *p, int err)
+{
+    src_t *src = p->data;
+    rw_invocation_t *inv = src->inv;
+    rw_runtime_log(inv, RW_RUNTIME_INFO, "stream-pipe: pipeline done (%s) after %llu bytes",
+                   err ? rw_strerror(err) : "ok", (unsigned long long)src->sent);
+    rw_stream_close(&src->stream, on_src_closed);
+    if (err == 0)
+        rw_runtime_end(inv);
+    else
+        rw_runtime_fail(inv, "Sample.PipelineFailed", "%s", rw_strerror(err));
+}
+
+static void on_stream_pipe(rw_invocation_t *inv, rw_stream_t *body)
+{
+    src_t *src = calloc(1, sizeof *src);
+    if (src == NULL ||
+        rw_readable_init(rw_runtime_loop(inv->runtime), &src->stream, &src_impl, NULL) < 0) {
+        free(src);
+        rw_runtime_fail(inv, "Runtime.OutOfMemory", "no memory for the source");
+        return;
+    }
+    src->inv = inv;
+    src->total = (uint64_t)num(inv, "bytes", 1024);
+    src->chunk = (uint64_t)num(inv, "chunk", 16384);
+    if (src->chunk == 0 || src->chunk > MAX_CHUNK)
+        src->chunk = 16384;
+    double fail_after = num(inv, "fail_after", -1);
+    src->fail_after = fail_after < 0 ? UINT64_MAX : (uint64_t)fail_after;
+    src->pipeline.data = src;
+    int err = rw_pipeline(&src->pipeline, on_pipeline_done, &src->stream, body, NULL);
+    if (err < 0) {
+        rw_stream_close(&src->stream, on_src_closed);
+        rw_runtime_fail(inv, "Sample.PipelineFailed", "cannot start: %s", rw_strerror(err));
+    }
+}
+
 int main(void)
 {
     rw_runtime_t *rt = rw_runtime_new();
@@ -507,6 +591,7 @@ int main(void)
     rw_runtime_register_stream(rt, "stream", on_stream);
     rw_runtime_register_stream(rt, "stream-large", on_stream_large);
     rw_runtime_register_stream(rt, "stream-slow", on_stream_slow);
+    rw_runtime_register_stream(rt, "stream-pipe", on_stream_pipe);
     int status = rw_runtime_run(rt);
     rw_runtime_free(rt);
     free(pattern);

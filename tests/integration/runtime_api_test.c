@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "reelway/error.h"
 #include "rw_http_client.h"
 #include "rw_test.h"
 
@@ -840,6 +841,40 @@ static void streaming_failure_midstream_sends_error_trailers(void **state)
     fixture_free(f);
 }
 
+static void streaming_from_a_pipeline_completes_from_its_done(void **state)
+{
+    fixture_t *f = fixture_new();
+    f->srv.check_pattern = true;
+    fn_start(f, "stream-pipe", NULL);
+    push_event(f, "pipe-1", "{\"bytes\":300000,\"chunk\":10000}", NULL);
+    rec_t rec;
+    assert_true(wait_rec(f, "POST", "/invocation/pipe-1/response", 0, 10000, &rec, NULL));
+    assert_int_equal(rec.body_total, 300000);
+    assert_int_equal(rec.pattern_errors, 0);
+    assert_string_equal(rec.trailers, "");
+
+    /* The source fails: the pipeline tears the body down, the handler fails
+     * the invocation from done, the caller gets the trailers. */
+    push_event(f, "pipe-2", "{\"bytes\":300000,\"chunk\":10000,\"fail_after\":100000}", NULL);
+    assert_true(wait_rec(f, "POST", "/invocation/pipe-2/response", 0, 10000, &rec, NULL));
+    assert_true(rec.body_total <= 100000);
+    assert_int_equal(rec.pattern_errors, 0);
+    char type[128], b64[2048];
+    assert_true(header_in(rec.trailers, "lambda-runtime-function-error-type", type, sizeof type));
+    assert_string_equal(type, "Sample.PipelineFailed");
+    assert_true(header_in(rec.trailers, "lambda-runtime-function-error-body", b64, sizeof b64));
+    size_t len = 0;
+    char *json = b64_decode(b64, &len);
+    cJSON *doc = cJSON_Parse(json);
+    assert_string_equal(cJSON_GetObjectItem(doc, "errorMessage")->valuestring,
+                        rw_strerror(RW_EPARSE));
+    cJSON_Delete(doc);
+    free(json);
+    assert_true(wait_log(f, "\tpipe-2\tINFO\tstream-pipe: pipeline done", 5000));
+    fn_stop_clean(f);
+    fixture_free(f);
+}
+
 static long vm_hwm_kb(pid_t pid)
 {
     char path[64], line[256];
@@ -1077,6 +1112,7 @@ int main(void)
         cmocka_unit_test(error_goes_to_the_error_endpoint),
         cmocka_unit_test(streaming_sends_prelude_and_chunks),
         cmocka_unit_test(streaming_failure_midstream_sends_error_trailers),
+        cmocka_unit_test(streaming_from_a_pipeline_completes_from_its_done),
         cmocka_unit_test(streaming_100mb_to_a_slow_reader_keeps_memory_flat),
         cmocka_unit_test(response_413_is_logged_and_the_function_carries_on),
         cmocka_unit_test(response_413_midstream_fails_the_writes_and_the_function_carries_on),
