@@ -147,7 +147,7 @@ int rw__rt_write(rw_runtime_t *rt, uv_write_t *req, const uv_buf_t *bufs, unsign
 /** Closes the current connection (a request in flight fails with UV_ECANCELED). */
 void rw__rt_drop(rw_runtime_t *rt);
 
-/** A header value of the last response kept by the client (NULL if absent). */
+/** Frees the /next headers kept in next and empties it. */
 void rw__rt_next_clear(rt_next_t *next);
 
 #endif

@@ -135,7 +135,18 @@ typedef void (*rw_runtime_handler_cb)(rw_invocation_t *inv);
 /**
  * A streaming handler: write the response to body (owned by the runtime: never
  * close it) and complete with rw_runtime_end or rw_runtime_fail, now or later.
- * You may set body->data and listen to its events (rw_stream_listen).
+ * You may set body->data and listen to its events (rw_stream_listen); stop
+ * listening (rw_stream_listen(body, NULL)) before you complete if your
+ * listener's memory goes away then. Each write becomes one chunk of the
+ * chunked request body, sent without copying; a write completes when the
+ * Runtime API's socket took it, so the body's high-water mark
+ * (RW_STREAM_DEFAULT_HWM, 64 KiB) bounds what waits in this process:
+ * rw_writable_write returns 0 at it, and on_drain says when to go on. The
+ * first write sends the request head (set the content type or the prelude
+ * before it); the body's 'finish' means the Runtime API accepted the whole
+ * response. If the Runtime API goes away or refuses the response (413), the
+ * body is destroyed with that error (UV_E*, RW_ELIMIT): writes fail and
+ * on_error tells a listener.
  */
 typedef void (*rw_runtime_stream_cb)(rw_invocation_t *inv, rw_stream_t *body);
 
