@@ -55,6 +55,8 @@ static const option_t options[] = {
     {"--workers", "REELWAY_WORKERS", 'n', offsetof(rw_config_t, workers), 0, 256},
     {"--admin-key", "REELWAY_ADMIN_KEY", 's', S(admin_key), 0},
     {"--port-file", NULL, 's', S(port_file), 0},
+    {"--invoke-api-public", "REELWAY_INVOKE_API_PUBLIC", 'b', offsetof(rw_config_t, invoke_api_public),
+     0, 1},
     {"--access-log", "REELWAY_ACCESS_LOG", 'b', offsetof(rw_config_t, access_log), 0, 1},
     {"--functions-dir", "REELWAY_FUNCTIONS_DIR", 's', S(functions_dir), 0},
     {"--python", "REELWAY_PYTHON", 's', S(python), 0},

@@ -17,6 +17,7 @@ typedef struct rw_config_s {
     char parameter_overrides[4096]; /**< --parameter-overrides "K=V K2=V2" (as sam local) */
     int workers;             /**< REELWAY_WORKERS / --workers, default: number of cores */
     char admin_key[256];     /**< REELWAY_ADMIN_KEY: protects the admin and invoke APIs */
+    bool invoke_api_public;  /**< --invoke-api-public: the Invoke API also off loopback */
     char port_file[4096];    /**< --port-file: write the bound port there once listening */
     bool access_log;         /**< REELWAY_ACCESS_LOG=0 turns the access log off */
     char source_dir[4096];   /**< where reelway was built from (maps CodeUri to functions_dir) */

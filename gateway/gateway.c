@@ -39,6 +39,10 @@ static void handle_request(rw_http_req_t *req, void *arg)
             return;
         }
     }
+    if (rw__invoke_api_match(req)) {
+        rw__invoke_api(gw, req);
+        return;
+    }
     if (rw__app_route(gw, req))
         return;
     rw_http_respond_error(req, 404, "Not Found", "no route matches this path", NULL, 0);

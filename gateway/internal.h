@@ -38,6 +38,19 @@ struct rw_gateway_s {
 /** GET /_/health: pings the database on the threadpool; 200 or 503 with the reason. */
 void rw__gateway_health(rw_gateway_t *gw, rw_http_req_t *req);
 
+/** The Lambda Invoke API (POST /2015-03-31/functions/NAME/invocations). */
+bool rw__invoke_api_match(const rw_http_req_t *req);
+void rw__invoke_api(rw_gateway_t *gw, rw_http_req_t *req);
+
+/**
+ * Stores an asynchronous invocation of function durably (the queue in MongoDB)
+ * and calls cb(arg, 0, request_id) once the write is acknowledged, or with a
+ * negative status. Returns 0, or a negative code without calling cb.
+ */
+int rw__gateway_enqueue(rw_gateway_t *gw, const char *function, const char *payload, size_t len,
+                        const char *request_id,
+                        void (*cb)(void *arg, int status, const char *request_id), void *arg);
+
 /** A threadpool job of the gateway finished (the gateway may be waiting to free). */
 void rw__gateway_work_done(rw_gateway_t *gw);
 

@@ -1,4 +1,5 @@
 /* The `reelway` binary: one entry point, one subcommand per job. */
+#include "cli.h"
 #include "config.h"
 #include "template.h"
 
@@ -16,6 +17,7 @@ static const char usage[] =
     "commands:\n"
     "  serve      run the gateway (starts a local FerretDB unless MONGODB_URI is set)\n"
     "  validate F check a template: every unsupported or invalid element, with its line\n"
+    "  invoke N   invoke function N on a running reelway [--event FILE] [--async]\n"
     "  version    print the version\n"
     "  help       this text\n"
     "\n"
@@ -72,6 +74,8 @@ int main(int argc, char **argv)
             printf("%s: valid\n", argv[2]);
         return errors == 0 ? 0 : 1;
     }
+    if (!strcmp(cmd, "invoke"))
+        return rw_cli_invoke(argc - 2, argv + 2);
     if (!strcmp(cmd, "serve")) {
         rw_config_t cfg;
         if (rw_config_load(&cfg, argc - 2, argv + 2, stderr) != 0)

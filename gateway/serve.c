@@ -3,6 +3,7 @@
  * port through SO_REUSEPORT so the kernel spreads connections), restarts a
  * worker that dies, and stops everything in order on SIGTERM/SIGINT. */
 #include "app.h"
+#include "cli.h"
 #include "config.h"
 #include "functions.h"
 #include "localdb.h"
@@ -244,6 +245,10 @@ int rw_serve(rw_config_t *cfg)
     rw_template_t *tpl = NULL;
     if (load_template(cfg, &tpl) != 0)
         return 1;
+    if (rw_admin_key_load_or_create(cfg, true, stderr) != 0) {
+        rw_template_free(tpl);
+        return 1;
+    }
     if (cfg->mongodb_uri[0]) {
         snprintf(db_uri, sizeof db_uri, "%s", cfg->mongodb_uri);
         if (rw_db_ping(db_uri, 10000, err, sizeof err) != 0) {

@@ -1,0 +1,19 @@
+/* Command-line subcommands beyond `serve`. Private to the gateway. */
+#ifndef REELWAY_GATEWAY_CLI_H
+#define REELWAY_GATEWAY_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+struct rw_config_s;
+
+/** `reelway invoke NAME [--event FILE] [--async]`: returns the exit status. */
+int rw_cli_invoke(int argc, char **argv);
+
+/**
+ * Fills cfg->admin_key when empty: from DATA_DIR/admin-key, or (create) a new
+ * random key written there with mode 0600. Returns 0 or -1 (reason to err).
+ */
+int rw_admin_key_load_or_create(struct rw_config_s *cfg, bool create, FILE *err);
+
+#endif
