@@ -214,7 +214,7 @@ typedef struct rw_tpl_mock_s {
 
 /** HTTP_PROXY: the upstream. */
 typedef struct rw_tpl_http_proxy_s {
-    char *uri;    /**< http(s) URL; {name} placeholders take the route's path parameters */
+    char *uri;    /**< http:// URL; {name} placeholders take the route's path parameters */
     char *method; /**< httpMethod; NULL or "ANY" = the request's method */
 } rw_tpl_http_proxy_t;
 

@@ -3,6 +3,8 @@
  * of functions, and the checks across routes and mounts. */
 #include "template_internal.h"
 
+#include "integration_http_proxy.h"
+
 #include <cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -444,6 +446,21 @@ static void load_integration(ctx_t *c, rw_tpl_api_t *a, rw_tpl_route_t *r, const
         }
         if (pv && rw__template_get_str(c, pv, "payloadFormatVersion", &s) && !streq(s, "1.0"))
             rw__template_error(c, pv, "payloadFormatVersion: an http_proxy integration uses 1.0");
+        if (r->http_proxy.uri) {
+            /* The integration's own rules, so that what validates also runs
+             * (e.g. it has no TLS to upstreams). */
+            rw_http_proxy_conf_t conf = {
+                .uri = r->http_proxy.uri,
+                .http_method = r->http_proxy.method,
+                .timeout_ms = (uint64_t)r->timeout_ms,
+                .flavour = http ? RW_HTTP_PROXY_HTTP_API : RW_HTTP_PROXY_REST_API,
+            };
+            char why[256];
+            if (rw__http_proxy_conf_check(&conf, why, sizeof why) != 0) {
+                rw__template_error(c, uri, "uri: %s", why);
+                r->http_proxy.uri = NULL;
+            }
+        }
     } else if (type == 2) { /* mock */
         if (uri)
             rw__template_error(c, uri, "uri: a mock integration has none");

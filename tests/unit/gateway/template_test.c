@@ -263,7 +263,7 @@ static void full_template_loads_into_the_model(void **state)
     assert_string_equal(r->scopes[0], "read");
     r = route(a, "ANY /up/{proxy+}");
     assert_int_equal(r->integration, RW_TPL_INTEGRATION_HTTP_PROXY);
-    assert_string_equal(r->http_proxy.uri, "https://upstream.example.com/base/{proxy}");
+    assert_string_equal(r->http_proxy.uri, "http://upstream.example.com/base/{proxy}");
     assert_null(r->http_proxy.method);
     assert_int_equal(r->timeout_ms, 1500);
     assert_int_equal(r->authorizer, 1);
@@ -651,8 +651,13 @@ static const bad_case_t bad_cases[] = {
      H HTTP_API
      "      DefinitionBody:\n        openapi: \"3.0.1\"\n        paths:\n          /p/{id}:\n"
      "            get:\n              x-amazon-apigateway-integration:\n"
-     "                type: http_proxy\n                uri: https://up/{other}\n",
+     "                type: http_proxy\n                uri: http://up/{other}\n",
      13, 22, "uri: {other} is not a path parameter of /p/{id}"},
+    {"http_proxy over TLS",
+     H HTTP_API "      DefinitionBody:\n        openapi: \"3.0.1\"\n        paths:\n          /p:\n"
+                "            get:\n              x-amazon-apigateway-integration:\n"
+                "                type: http_proxy\n                uri: https://up.example/p\n",
+     13, 22, "uri: https integration URIs are not supported (no TLS to upstreams)"},
     {"aws_proxy to nothing",
      H HTTP_API "      DefinitionBody:\n        openapi: \"3.0.1\"\n        paths:\n          /p:\n"
                 "            post:\n              x-amazon-apigateway-integration:\n"
@@ -796,7 +801,7 @@ static const bad_case_t bad_cases[] = {
      H HTTP_API
      "      DefinitionBody:\n        openapi: \"3.0.1\"\n        paths:\n          /p/{x+}:\n"
      "            get:\n              x-amazon-apigateway-integration:\n"
-     "                type: http_proxy\n                uri: https://up/{x+}\n",
+     "                type: http_proxy\n                uri: http://up/{x+}\n",
      13, 22, "uri: write {x} for the greedy parameter, not {x+}"},
     {"implicit API id taken",
      H EV("HttpApi") "            Path: /a\n            Method: GET\n"
