@@ -215,11 +215,12 @@ int rw__app_build(rw_gateway_t *gw, char *why, size_t whylen)
                 return rc;
         }
     }
-    return 0;
+    return rw__authorize_build(gw, why, whylen);
 }
 
 void rw__app_free(rw_gateway_t *gw)
 {
+    rw__authorize_free(gw);
     for (size_t a = 0; a < gw->n_apis; a++) {
         rw_router_free(gw->apis[a].router);
         free(gw->apis[a].routes);
@@ -327,6 +328,7 @@ static gw_req_t *ctx_new(rw_gateway_t *gw, rw_http_req_t *req)
 static void ctx_free(gw_req_t *ctx)
 {
     rw_route_match_free(&ctx->match);
+    cJSON_Delete(ctx->authorizer);
     free(ctx->prelude);
     free(ctx->event);
     free(ctx);
@@ -484,7 +486,7 @@ static void integration_mock(gw_req_t *ctx, gw_route_t *route)
 
 /* ---- Lambda proxy integration ------------------------------------------------------ */
 
-static void fill_event_route(gw_req_t *ctx, rw_event_route_t *er, rw_event_kv_t *params)
+void rw__app_event_route(gw_req_t *ctx, rw_event_route_t *er, rw_event_kv_t *params)
 {
     gw_route_t *route = ctx->route;
     const gw_api_t *api = route->api;
@@ -512,7 +514,7 @@ static void fill_event_route(gw_req_t *ctx, rw_event_route_t *er, rw_event_kv_t 
     };
 }
 
-static void fill_event_request(gw_req_t *ctx, rw_event_request_t *rq, const char *body,
+void rw__app_event_request(gw_req_t *ctx, rw_event_request_t *rq, const char *body,
                                size_t len)
 {
     rw_http_req_t *req = ctx->req;
@@ -708,9 +710,9 @@ static void lambda_done(rw_invoke_t *inv, const rw_invoke_result_t *res, void *a
     case RW_INVOKE_OK: {
         rw_event_route_t er;
         rw_event_kv_t params[RW_ROUTE_MAX_PARAMS];
-        fill_event_route(ctx, &er, params);
+        rw__app_event_route(ctx, &er, params);
         rw_event_request_t rq;
-        fill_event_request(ctx, &rq, NULL, 0);
+        rw__app_event_request(ctx, &rq, NULL, 0);
         rw_event_response_t out;
         char why[256];
         if (ctx->prelude_failed ||
@@ -786,9 +788,9 @@ static void on_lambda_body(rw_http_req_t *req, int status, const char *body, siz
     }
     rw_event_route_t er;
     rw_event_kv_t params[RW_ROUTE_MAX_PARAMS];
-    fill_event_route(ctx, &er, params);
+    rw__app_event_route(ctx, &er, params);
     rw_event_request_t rq;
-    fill_event_request(ctx, &rq, body, len);
+    rw__app_event_request(ctx, &rq, body, len);
     if (rw_event_build(&er, &rq, &ctx->event, &ctx->event_len) != 0) {
         answer_error(ctx, api, 500, "Internal server error", "cannot build the event");
         return;
@@ -992,4 +994,22 @@ void rw__app_http_proxy(gw_req_t *ctx, gw_route_t *route)
     };
     ctx->integration_start = uv_hrtime();
     rw__http_proxy_forward(ctx->req, &conf, &ctx->match, ctx->gw->http_client, NULL);
+}
+
+void rw__app_method_arn(gw_req_t *ctx, char *out, size_t len)
+{
+    const rw_template_t *tpl = ctx->gw->node.tpl;
+    const gw_api_t *api = ctx->route->api;
+    rw_http_req_t *req = ctx->req;
+    const char *path = req->path + api->mount_len;
+    size_t plen = req->path_len - api->mount_len;
+    if (plen && *path == '/')
+        path++, plen--;
+    snprintf(out, len, "arn:aws:execute-api:%s:%s:%s/%s/%s/%.*s", tpl->region, tpl->account_id,
+             api->tpl->name, api->tpl->stage, req->method, (int)plen, path);
+}
+
+void rw__app_error(gw_req_t *ctx, int status, const char *message, const char *reason)
+{
+    answer_error(ctx, ctx->route ? ctx->route->api : NULL, status, message, reason);
 }

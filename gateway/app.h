@@ -38,6 +38,7 @@ struct gw_api_s {
     const char **binary_types;
     rw_cors_config_t cors;
     bool has_cors;
+    void **authorizers;           /* per template authorizer: its checker (authorize.c) */
 };
 
 /** One request's state across the pipeline; freed when the request is done. */
@@ -53,6 +54,7 @@ typedef struct gw_req_s {
     gw_route_t *route;
     rw_route_match_t match;
     cJSON *authorizer;            /* requestContext.authorizer for the event (owned) */
+    void (*authz_next)(void);     /* where authorization continues (authorize.c) */
     /* Lambda proxy */
     rw_invoke_t *inv;
     uint64_t integration_start, integration_ns;
@@ -64,6 +66,17 @@ typedef struct gw_req_s {
     size_t prelude_len;
     void *integration;            /* state of another integration (HTTP proxy) */
 } gw_req_t;
+
+/** The event builder's inputs for a matched route (params: RW_ROUTE_MAX_PARAMS). */
+void rw__app_event_route(gw_req_t *ctx, rw_event_route_t *er, rw_event_kv_t *params);
+void rw__app_event_request(gw_req_t *ctx, rw_event_request_t *rq, const char *body, size_t len);
+
+/** The execute-api ARN of a request (REST methodArn / HTTP API routeArn). */
+void rw__app_method_arn(gw_req_t *ctx, char *out, size_t len);
+
+/** Answers an error with the API's extra headers (CORS, trace id); reason is
+ *  logged and, when given, added to the body. */
+void rw__app_error(gw_req_t *ctx, int status, const char *message, const char *reason);
 
 /** Builds routers, functions and the rest from the template (gw->node.tpl). */
 int rw__app_build(rw_gateway_t *gw, char *why, size_t whylen);
@@ -84,6 +97,10 @@ void rw__app_metrics(rw_gateway_t *gw, rw_http_req_t *req);
 /** Authorizes a matched route (JWT, Lambda authorizer, API key + usage plan), then
  *  calls next, or answers 401/403/429/500 itself. */
 void rw__app_authorize(gw_req_t *ctx, gw_route_t *route, void (*next)(gw_req_t *, gw_route_t *));
+
+/** Builds and frees the per-worker authorizers of every API. */
+int rw__authorize_build(rw_gateway_t *gw, char *why, size_t whylen);
+void rw__authorize_free(rw_gateway_t *gw);
 
 /** The HTTP_PROXY integration. */
 void rw__app_http_proxy(gw_req_t *ctx, gw_route_t *route);
