@@ -490,7 +490,14 @@ static size_t error_body(char *out, size_t cap, const char *message, const char 
 {
     size_t n = 0;
     n += (size_t)snprintf(out, cap, "{\"message\":");
-    n = json_str(out, n, cap, message);
+    if (message) {
+        n = json_str(out, n, cap, message);
+    } else {
+        /* API Gateway answers some errors with a null message. */
+        if (n + 4 < cap)
+            memcpy(out + n, "null", 4);
+        n += 4;
+    }
     if (reason) {
         if (n + 10 < cap)
             memcpy(out + n, ",\"reason\":", 10);

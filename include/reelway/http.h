@@ -233,7 +233,8 @@ void rw_http_respond(rw_http_req_t *req, int status, const rw_http_header_t *hea
                      size_t n_headers, const char *body, size_t len);
 
 /**
- * Answers {"message": message} (plus "reason" when given) with the status as
+ * Answers {"message": message} (null when message is NULL, as API Gateway does
+ * for some errors; plus "reason" when given) with the status as
  * application/json, and ends the request. extra may add headers (e.g. Allow).
  */
 void rw_http_respond_error(rw_http_req_t *req, int status, const char *message,
