@@ -220,7 +220,6 @@ int rw__app_build(rw_gateway_t *gw, char *why, size_t whylen)
 
 void rw__app_free(rw_gateway_t *gw)
 {
-    rw__authorize_free(gw);
     for (size_t a = 0; a < gw->n_apis; a++) {
         rw_router_free(gw->apis[a].router);
         free(gw->apis[a].routes);
@@ -512,6 +511,11 @@ void rw__app_event_route(gw_req_t *ctx, rw_event_route_t *er, rw_event_kv_t *par
         .n_binary_media_types = t->binary_media_type_count,
         .authorizer = ctx->authorizer,
     };
+    if (ctx->api_key_id[0]) {
+        ctx->identity = (rw_event_identity_t){.api_key = rw_http_req_header(ctx->req, "x-api-key"),
+                                              .api_key_id = ctx->api_key_id};
+        er->identity = &ctx->identity;
+    }
 }
 
 void rw__app_event_request(gw_req_t *ctx, rw_event_request_t *rq, const char *body,

@@ -55,6 +55,8 @@ typedef struct gw_req_s {
     rw_route_match_t match;
     cJSON *authorizer;            /* requestContext.authorizer for the event (owned) */
     void (*authz_next)(void);     /* where authorization continues (authorize.c) */
+    char api_key_id[16];          /* the API key that was accepted (REST identity) */
+    rw_event_identity_t identity; /* v1 requestContext.identity, when a key was used */
     /* Lambda proxy */
     rw_invoke_t *inv;
     uint64_t integration_start, integration_ns;
@@ -98,9 +100,10 @@ void rw__app_metrics(rw_gateway_t *gw, rw_http_req_t *req);
  *  calls next, or answers 401/403/429/500 itself. */
 void rw__app_authorize(gw_req_t *ctx, gw_route_t *route, void (*next)(gw_req_t *, gw_route_t *));
 
-/** Builds and frees the per-worker authorizers of every API. */
+/** Builds the per-worker authorizers and API key checker; closes them
+ *  (asynchronously: done runs once all are gone). */
 int rw__authorize_build(rw_gateway_t *gw, char *why, size_t whylen);
-void rw__authorize_free(rw_gateway_t *gw);
+void rw__authorize_close(rw_gateway_t *gw, void (*done)(void *arg), void *arg);
 
 /** The HTTP_PROXY integration. */
 void rw__app_http_proxy(gw_req_t *ctx, gw_route_t *route);

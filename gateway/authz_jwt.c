@@ -1021,7 +1021,7 @@ int rw_jwt_authz_new(uv_loop_t *loop, const rw_jwt_authz_config_t *cfg, rw_jwt_a
         snprintf(why, whylen, "a JWT authorizer needs an issuer");
         return RW_ECONFIG;
     }
-    if (cfg->n_audiences == 0 || !cfg->audiences) {
+    if ((cfg->n_audiences == 0 || !cfg->audiences) && !cfg->any_audience) {
         snprintf(why, whylen, "a JWT authorizer needs at least one audience");
         return RW_ECONFIG;
     }
@@ -1048,7 +1048,8 @@ int rw_jwt_authz_new(uv_loop_t *loop, const rw_jwt_authz_config_t *cfg, rw_jwt_a
                            release_value);
     a->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
     a->md_ctx = EVP_MD_CTX_new();
-    if (!a->name || !a->issuer || !a->audiences || !a->cache || !a->sha256 || !a->md_ctx)
+    if (!a->name || !a->issuer || (cfg->n_audiences && !a->audiences) || !a->cache ||
+        !a->sha256 || !a->md_ctx)
         goto fail;
     if (cfg->ca_file && !(a->ca_file = strdup(cfg->ca_file)))
         goto fail;

@@ -85,6 +85,9 @@ typedef struct rw_jwt_authz_config_s {
     uint64_t fetch_timeout_ms;    /**< one fetch, all requests included (5 s) */
     size_t fetch_max_bytes;       /**< largest document fetched (1 MiB) */
     size_t cache_entries;         /**< verified tokens remembered (10000) */
+    /** Accept any audience (no audiences given): REST Cognito user-pool
+     * authorizers check the issuer, not aud, as API Gateway does. */
+    bool any_audience;
 } rw_jwt_authz_config_t;
 
 /** The outcome of one check. */

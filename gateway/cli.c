@@ -2,7 +2,10 @@
 #define _GNU_SOURCE /* strcasestr */
 #include "cli.h"
 
+#include "apikeys.h"
 #include "config.h"
+
+#include <mongoc/mongoc.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -195,4 +198,112 @@ int rw_cli_invoke(int argc, char **argv)
     }
     free(resp);
     return rc;
+}
+
+/* ---- reelway apikey ----------------------------------------------------------- */
+
+/* The database a running reelway uses: MONGODB_URI, or the local FerretDB
+ * that `reelway serve` recorded in DATA_DIR/db.uri. */
+static int cli_db_uri(const rw_config_t *cfg, char *out, size_t len)
+{
+    if (cfg->mongodb_uri[0]) {
+        snprintf(out, len, "%s", cfg->mongodb_uri);
+        return 0;
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/db.uri", cfg->data_dir);
+    FILE *f = fopen(path, "r");
+    if (!f || !fgets(out, (int)len, f)) {
+        if (f)
+            fclose(f);
+        fprintf(stderr, "reelway: no database: set MONGODB_URI, or start `reelway serve "
+                        "--data-dir %s` (its local database is recorded in %s)\n",
+                cfg->data_dir, path);
+        return -1;
+    }
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+    return 0;
+}
+
+int rw_cli_apikey(int argc, char **argv)
+{
+    const char *usage = "usage: reelway apikey create NAME [--plan PLAN]... | list | revoke ID | "
+                        "associate ID PLAN | dissociate ID PLAN  [--data-dir D] [--db-name N]\n";
+    if (argc < 1) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    const char *verb = argv[0];
+    const char *args[4] = {0};
+    const char *plans[32];
+    size_t n_args = 0, n_plans = 0;
+    char *rest[64];
+    int nrest = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--plan") && i + 1 < argc && n_plans < 32)
+            plans[n_plans++] = argv[++i];
+        else if (argv[i][0] != '-' && n_args < 4)
+            args[n_args++] = argv[i];
+        else if (nrest < 63) {
+            rest[nrest++] = argv[i];
+            if (i + 1 < argc && !strchr(argv[i], '='))
+                rest[nrest++] = argv[++i];
+        }
+    }
+    rw_config_t cfg;
+    if (rw_config_load(&cfg, nrest, rest, stderr) != 0)
+        return 2;
+    char uri[2048];
+    if (cli_db_uri(&cfg, uri, sizeof uri) != 0)
+        return 2;
+    mongoc_client_t *client = mongoc_client_new(uri);
+    if (!client) {
+        fprintf(stderr, "reelway: invalid database URI\n");
+        return 2;
+    }
+    mongoc_client_set_error_api(client, MONGOC_ERROR_API_VERSION_2);
+    char err[512] = "";
+    int rc = 0;
+    rw_apikeys_ensure_indexes(client, cfg.db_name, err, sizeof err);
+    if (!strcmp(verb, "create") && n_args == 1) {
+        rw_apikey_record_t rec;
+        char key[RW_APIKEY_MAX + 1];
+        rc = rw_apikeys_create_sync(client, cfg.db_name, args[0], plans, n_plans, &rec, key, err,
+                                    sizeof err);
+        if (rc == 0) {
+            printf("id:   %s\nname: %s\nkey:  %s\n(the key is shown only now; it is stored hashed)\n",
+                   rec.id, rec.name, key);
+            rw_apikey_record_clear(&rec);
+        }
+    } else if (!strcmp(verb, "list") && n_args == 0) {
+        rw_apikey_record_t *recs = NULL;
+        size_t n = 0;
+        rc = rw_apikeys_list_sync(client, cfg.db_name, &recs, &n, err, sizeof err);
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            printf("%s  %-8s  %s  plans:", recs[i].id, recs[i].enabled ? "enabled" : "revoked",
+                   recs[i].name);
+            for (size_t k = 0; k < recs[i].n_plans; k++)
+                printf(" %s", recs[i].plans[k]);
+            printf("\n");
+        }
+        rw_apikey_records_free(recs, n);
+    } else if (!strcmp(verb, "revoke") && n_args == 1) {
+        rc = rw_apikeys_revoke_sync(client, cfg.db_name, args[0], err, sizeof err);
+        if (rc == 0)
+            printf("revoked %s (within 5 s on every gateway)\n", args[0]);
+    } else if ((!strcmp(verb, "associate") || !strcmp(verb, "dissociate")) && n_args == 2) {
+        rc = rw_apikeys_associate_sync(client, cfg.db_name, args[0], args[1],
+                                       !strcmp(verb, "associate"), err, sizeof err);
+    } else {
+        fputs(usage, stderr);
+        mongoc_client_destroy(client);
+        return 2;
+    }
+    mongoc_client_destroy(client);
+    if (rc != 0) {
+        fprintf(stderr, "reelway: apikey %s: %s\n", verb, err[0] ? err : "failed");
+        return 1;
+    }
+    return 0;
 }

@@ -7,6 +7,9 @@
 
 struct rw_config_s;
 
+/** `reelway apikey create|list|revoke|associate|dissociate ...`: the exit status. */
+int rw_cli_apikey(int argc, char **argv);
+
 /** `reelway invoke NAME [--event FILE] [--async]`: returns the exit status. */
 int rw_cli_invoke(int argc, char **argv);
 

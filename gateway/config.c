@@ -51,6 +51,7 @@ static const option_t options[] = {
     {"--data-dir", "REELWAY_DATA_DIR", 's', S(data_dir), 0},
     {"--mongodb-uri", "MONGODB_URI", 's', S(mongodb_uri), 0},
     {"--template", "REELWAY_TEMPLATE", 's', S(template_path), 0},
+    {"--db-name", "REELWAY_DB_NAME", 's', S(db_name), 0},
     {"--parameter-overrides", "REELWAY_PARAMETER_OVERRIDES", 's', S(parameter_overrides), 0},
     {"--workers", "REELWAY_WORKERS", 'n', offsetof(rw_config_t, workers), 0, 256},
     {"--admin-key", "REELWAY_ADMIN_KEY", 's', S(admin_key), 0},
@@ -156,6 +157,7 @@ int rw_config_load(rw_config_t *cfg, int argc, char **argv, FILE *err)
     cfg->access_log = true;
     rw_http_limits_default(&cfg->limits);
     cfg->idle_ms = 600000;
+    strcpy(cfg->db_name, "reelway");
     cfg->max_environments = 64;
     snprintf(cfg->source_dir, sizeof cfg->source_dir, "%s", REELWAY_SOURCE_DIR);
     snprintf(cfg->functions_dir, sizeof cfg->functions_dir, "%s", REELWAY_BINARY_DIR);

@@ -14,6 +14,7 @@ typedef struct rw_config_s {
     char data_dir[4096];     /**< REELWAY_DATA_DIR / --data-dir, default ./.reelway */
     char mongodb_uri[2048];  /**< MONGODB_URI / --mongodb-uri; empty = local FerretDB */
     char template_path[4096]; /**< REELWAY_TEMPLATE / --template; empty = none */
+    char db_name[128];       /**< REELWAY_DB_NAME: reelway's own collections (reelway) */
     char parameter_overrides[4096]; /**< --parameter-overrides "K=V K2=V2" (as sam local) */
     int workers;             /**< REELWAY_WORKERS / --workers, default: number of cores */
     char admin_key[256];     /**< REELWAY_ADMIN_KEY: protects the admin and invoke APIs */

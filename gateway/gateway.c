@@ -25,6 +25,10 @@ static void handle_request(rw_http_req_t *req, void *arg)
     rw_gateway_t *gw = arg;
     if (req->path_len >= 3 && memcmp(req->path, "/_/", 3) == 0) {
         bool get = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
+        if (rw__admin_match(req)) {
+            rw__admin(gw, req);
+            return;
+        }
         if (path_is(req, "/_/health") || path_is(req, "/_/metrics")) {
             bool health = path_is(req, "/_/health");
             rw__app_ctx(gw, req, health ? RW_APP_RID_HEALTH : RW_APP_RID_METRICS);
@@ -46,6 +50,10 @@ static void handle_request(rw_http_req_t *req, void *arg)
     if (rw__app_route(gw, req))
         return;
     rw_http_respond_error(req, 404, "Not Found", "no route matches this path", NULL, 0);
+}
+
+static void on_closed_nothing_to_do(void *arg)
+{
 }
 
 int rw_gateway_start(uv_loop_t *loop, const rw_config_t *cfg, const rw_gateway_node_t *node,
@@ -83,6 +91,7 @@ int rw_gateway_start(uv_loop_t *loop, const rw_config_t *cfg, const rw_gateway_n
     }
     mongoc_client_pool_set_error_api(gw->pool, MONGOC_ERROR_API_VERSION_2);
     char why[512] = "";
+    gw->authorizers_open = true;
     rc = rw__app_build(gw, why, sizeof why);
     if (rc != 0) {
         fprintf(stderr, "reelway: %s\n", why[0] ? why : rw_strerror(rc));
@@ -119,6 +128,8 @@ fail:
         rw_fnmgr_close(gw->fnmgr, NULL, NULL);
     if (gw->http_client)
         rw_http_client_close(gw->http_client, NULL, NULL);
+    /* Closing these completes on the loop, which the caller still runs. */
+    rw__authorize_close(gw, on_closed_nothing_to_do, NULL);
     rw__app_free(gw);
     if (gw->pool)
         mongoc_client_pool_destroy(gw->pool);
@@ -147,8 +158,16 @@ static void gateway_free(rw_gateway_t *gw)
 
 static void maybe_free(rw_gateway_t *gw)
 {
-    if (gw->stopping && !gw->http && !gw->fnmgr && !gw->http_client && gw->pending_work == 0)
+    if (gw->stopping && !gw->http && !gw->fnmgr && !gw->http_client && !gw->authorizers_open &&
+        gw->pending_work == 0)
         gateway_free(gw);
+}
+
+static void on_authorizers_closed(void *arg)
+{
+    rw_gateway_t *gw = arg;
+    gw->authorizers_open = false;
+    maybe_free(gw);
 }
 
 static void on_http_client_closed(void *arg)
@@ -176,6 +195,8 @@ static void on_http_stopped(void *arg)
 {
     rw_gateway_t *gw = arg;
     gw->http = NULL;
+    if (gw->authorizers_open)
+        rw__authorize_close(gw, on_authorizers_closed, gw);
     if (gw->http_client)
         rw_http_client_close(gw->http_client, on_http_client_closed, gw);
     if (gw->fnmgr)

@@ -33,6 +33,8 @@ struct rw_gateway_s {
     size_t n_fns;
     rw_fnmgr_t *fnmgr;
     struct rw_http_client_s *http_client; /* upstream connections (HTTP_PROXY) */
+    struct rw_apikeys_s *apikeys;  /* API keys and usage plans (authorize.c) */
+    bool authorizers_open;         /* closed asynchronously at stop */
 };
 
 /** GET /_/health: pings the database on the threadpool; 200 or 503 with the reason. */
@@ -50,6 +52,10 @@ void rw__invoke_api(rw_gateway_t *gw, rw_http_req_t *req);
 int rw__gateway_enqueue(rw_gateway_t *gw, const char *function, const char *payload, size_t len,
                         const char *request_id,
                         void (*cb)(void *arg, int status, const char *request_id), void *arg);
+
+/** The admin API (/_/admin/apikeys...). */
+bool rw__admin_match(const rw_http_req_t *req);
+void rw__admin(rw_gateway_t *gw, rw_http_req_t *req);
 
 /** A threadpool job of the gateway finished (the gateway may be waiting to free). */
 void rw__gateway_work_done(rw_gateway_t *gw);

@@ -18,6 +18,7 @@ static const char usage[] =
     "  serve      run the gateway (starts a local FerretDB unless MONGODB_URI is set)\n"
     "  validate F check a template: every unsupported or invalid element, with its line\n"
     "  invoke N   invoke function N on a running reelway [--event FILE] [--async]\n"
+    "  apikey ... API keys: create NAME [--plan P]..., list, revoke ID, associate ID P\n"
     "  version    print the version\n"
     "  help       this text\n"
     "\n"
@@ -76,6 +77,12 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "invoke"))
         return rw_cli_invoke(argc - 2, argv + 2);
+    if (!strcmp(cmd, "apikey")) {
+        mongoc_init();
+        int status = rw_cli_apikey(argc - 2, argv + 2);
+        mongoc_cleanup();
+        return status;
+    }
     if (!strcmp(cmd, "serve")) {
         rw_config_t cfg;
         if (rw_config_load(&cfg, argc - 2, argv + 2, stderr) != 0)

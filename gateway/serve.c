@@ -9,6 +9,7 @@
 #include "localdb.h"
 #include "metrics.h"
 #include "template.h"
+#include "throttle.h"
 
 #include "reelway/error.h"
 #include "reelway/gateway.h"
@@ -269,6 +270,14 @@ int rw_serve(rw_config_t *cfg)
         }
         rw_localdb_guard(&db);
         snprintf(db_uri, sizeof db_uri, "%s", db.uri);
+        /* For `reelway apikey` and other tools run beside this server. */
+        char uri_file[4200];
+        snprintf(uri_file, sizeof uri_file, "%s/db.uri", cfg->data_dir);
+        FILE *uf = fopen(uri_file, "w");
+        if (uf) {
+            fprintf(uf, "%s\n", db.uri);
+            fclose(uf);
+        }
         fprintf(stderr, "reelway: local FerretDB pid %d on %s (data in %s)\n", (int)db.pid, db.uri,
                 db.dir);
     }
@@ -299,6 +308,8 @@ int rw_serve(rw_config_t *cfg)
     rw__app_names_free(names, n_names);
     free(fn_names);
     node.fn_shared = rw_fn_shared_new(n_fns);
+    if (tpl && tpl->usage_plan_count)
+        node.throttle = rw_throttle_create(RW_THROTTLE_SLOTS);
     worker_slot_t slots[MAX_WORKERS] = {{0}};
     int ready[2];
     int status = 0;
@@ -374,7 +385,14 @@ out:
     close(reserve_fd);
     rw_metrics_free(node.metrics);
     rw_fn_shared_free(node.fn_shared, n_fns);
+    if (node.throttle)
+        rw_throttle_destroy(node.throttle);
     rw_template_free(tpl);
+    if (db.pid > 0 || !cfg->mongodb_uri[0]) {
+        char uri_file[4200];
+        snprintf(uri_file, sizeof uri_file, "%s/db.uri", cfg->data_dir);
+        unlink(uri_file);
+    }
     rw_localdb_stop(&db, 10000);
     rw_localdb_guard(NULL);
     fprintf(stderr, "reelway: stopped\n");

@@ -18,6 +18,7 @@ struct rw_config_s;
 struct rw_template_s;
 struct rw_metrics_s;
 struct rw_fn_shared_s;
+struct rw_throttle_s;
 
 /**
  * What the supervisor prepares once for all workers of a node, before it
@@ -28,6 +29,7 @@ typedef struct rw_gateway_node_s {
     const struct rw_template_s *tpl;
     struct rw_metrics_s *metrics;
     struct rw_fn_shared_s *fn_shared;
+    struct rw_throttle_s *throttle; /* usage plans' token buckets */
     int worker_index, worker_count;
 } rw_gateway_node_t;
 
