@@ -1,0 +1,1674 @@
+/* The durable queue (see queue.h): enqueue writes a message document with write
+ * concern majority; a consumer wins each change of a message's state by
+ * inserting a transition record, hands claimed messages to the invoker, and
+ * records how each delivery ended. */
+#include "queue.h"
+
+#include "reelway/error.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WTIMEOUT_MS 10000
+#define CLAIM_CANDIDATES 8
+#define CLAIM_STEPS 4 /* transitions tried per candidate in one claim */
+#define MAX_ID_LEN 128
+#define NAME_MAX_LEN 120
+#define DEFAULT_ATTEMPTS 3
+#define MAX_ATTEMPTS_CAP 1000
+#define DEFAULT_VISIBILITY_MS (960 * 1000)
+#define DEAD_GRACE_MS (60 * 1000) /* a mover has this long before others finish its move */
+#define COMPLETE_RETRY_MS 250
+#define COMPLETE_RETRY_MAX_MS 8000
+#define SWEEP_AGE_MS (3600 * 1000LL)
+#define SWEEP_BATCH 500
+
+static const char GENERIC_ERROR[] =
+    "{\"errorType\":\"Reelway.UnknownError\",\"errorMessage\":\"the invocation failed\"}";
+
+/* ---- small utilities ------------------------------------------------------- */
+
+static int64_t epoch_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void random_bytes(void *buf, size_t len)
+{
+    /* getrandom only fails before the pool is seeded or when interrupted; the
+     * fallback mixes time and pid so ids stay distinct, though not secret. */
+    if (getrandom(buf, len, 0) == (ssize_t)len)
+        return;
+    uint64_t x = (uint64_t)epoch_ms() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)buf;
+    unsigned char *p = buf;
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        p[i] = (unsigned char)x;
+    }
+}
+
+static void make_uuid(char out[RW_QUEUE_ID_LEN])
+{
+    unsigned char b[16];
+    random_bytes(b, sizeof b);
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    snprintf(out, RW_QUEUE_ID_LEN,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+}
+
+static void make_token(char out[33])
+{
+    unsigned char b[16];
+    random_bytes(b, sizeof b);
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+static bool valid_name(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    return n > 0 && n <= NAME_MAX_LEN && bson_utf8_validate(s, n, false);
+}
+
+/* ---- where the queue lives -------------------------------------------------- */
+
+typedef struct names_s {
+    char db[NAME_MAX_LEN + 1]; /* empty: the client URI's database, else "reelway" */
+    char coll[NAME_MAX_LEN + 1];
+    char claims[NAME_MAX_LEN + 1];
+    char dead[NAME_MAX_LEN + 1];
+} names_t;
+
+static int names_init(names_t *n, const rw_queue_opts_t *o)
+{
+    const char *db = o && o->db_name ? o->db_name : "";
+    const char *coll = o && o->collection ? o->collection : RW_QUEUE_COLLECTION;
+    const char *claims = o && o->claims ? o->claims : RW_QUEUE_CLAIMS;
+    const char *dead = o && o->dead_letters ? o->dead_letters : RW_QUEUE_DEAD_LETTERS;
+    if (strlen(db) > NAME_MAX_LEN || !valid_name(coll) || !valid_name(claims) || !valid_name(dead))
+        return RW_ECONFIG;
+    snprintf(n->db, sizeof n->db, "%s", db);
+    snprintf(n->coll, sizeof n->coll, "%s", coll);
+    snprintf(n->claims, sizeof n->claims, "%s", claims);
+    snprintf(n->dead, sizeof n->dead, "%s", dead);
+    return 0;
+}
+
+static const char *db_name(const names_t *n, mongoc_client_t *client)
+{
+    if (n->db[0])
+        return n->db;
+    const char *d = mongoc_uri_get_database(mongoc_client_get_uri(client));
+    return d && *d ? d : "reelway";
+}
+
+static mongoc_collection_t *get_coll(const names_t *n, mongoc_client_t *client, const char *which)
+{
+    return mongoc_client_get_collection(client, db_name(n, client), which);
+}
+
+/* Every write waits for a majority: a 202 must mean the message survives the
+ * loss of the primary, and no transition may be rolled back after the next
+ * one was built on it. (FerretDB accepts and ignores it.) */
+static void append_majority(bson_t *opts)
+{
+    mongoc_write_concern_t *wc = mongoc_write_concern_new();
+    mongoc_write_concern_set_wmajority(wc, WTIMEOUT_MS);
+    mongoc_write_concern_append(wc, opts);
+    mongoc_write_concern_destroy(wc);
+}
+
+/* The one adapter from mongoc's errors: RW_EDB with the message in why. */
+static int db_error(const bson_error_t *error, const char *what, char *why, size_t whylen)
+{
+    if (why && whylen)
+        snprintf(why, whylen, "%s: %s", what, error->message);
+    return RW_EDB;
+}
+
+static const char *doc_utf8(const bson_t *doc, const char *key, uint32_t *len)
+{
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_UTF8(&it))
+        return bson_iter_utf8(&it, len);
+    if (len)
+        *len = 0;
+    return NULL;
+}
+
+static int64_t doc_int(const bson_t *doc, const char *key, int64_t dflt)
+{
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_NUMBER(&it))
+        return bson_iter_as_int64(&it);
+    return dflt;
+}
+
+static int64_t doc_date(const bson_t *doc, const char *key, int64_t dflt)
+{
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_DATE_TIME(&it))
+        return bson_iter_date_time(&it);
+    return dflt;
+}
+
+/* ---- indexes ----------------------------------------------------------------- */
+
+/* One index per command: FerretDB 1.24 drops the connection (a recovered
+ * panic) when one createIndexes names several indexes that all exist. */
+static int create_index(mongoc_database_t *db, const char *coll, const char *name,
+                        const char *field1, int dir1, const char *field2, int dir2, char *why,
+                        size_t whylen)
+{
+    bson_t cmd = BSON_INITIALIZER, indexes, index, key;
+    BSON_APPEND_UTF8(&cmd, "createIndexes", coll);
+    bson_append_array_begin(&cmd, "indexes", -1, &indexes);
+    bson_append_document_begin(&indexes, "0", -1, &index);
+    bson_append_document_begin(&index, "key", -1, &key);
+    BSON_APPEND_INT32(&key, field1, dir1);
+    if (field2)
+        BSON_APPEND_INT32(&key, field2, dir2);
+    bson_append_document_end(&index, &key);
+    BSON_APPEND_UTF8(&index, "name", name);
+    bson_append_document_end(&indexes, &index);
+    bson_append_array_end(&cmd, &indexes);
+    bson_error_t error;
+    bool ok = mongoc_database_write_command_with_opts(db, &cmd, NULL, NULL, &error);
+    bson_destroy(&cmd);
+    return ok ? 0 : db_error(&error, "cannot create the queue's indexes", why, whylen);
+}
+
+static int create_indexes(mongoc_client_t *client, const names_t *n, char *why, size_t whylen)
+{
+    mongoc_database_t *db = mongoc_client_get_database(client, db_name(n, client));
+    int rc =
+        create_index(db, n->coll, "state_1_visible_at_1", "state", 1, "visible_at", 1, why, whylen);
+    if (rc == 0)
+        rc = create_index(db, n->coll, "queue_1", "queue", 1, NULL, 0, why, whylen);
+    if (rc == 0)
+        rc = create_index(db, n->claims, "msg_1_gen_-1", "msg", 1, "gen", -1, why, whylen);
+    if (rc == 0)
+        rc = create_index(db, n->claims, "at_1", "at", 1, NULL, 0, why, whylen);
+    mongoc_database_destroy(db);
+    return rc;
+}
+
+int rw_queue_create_indexes(mongoc_client_t *client, const rw_queue_opts_t *opts, char *why,
+                            size_t whylen)
+{
+    names_t n;
+    if (names_init(&n, opts) != 0) {
+        snprintf(why, whylen, "invalid queue collection names");
+        return RW_ECONFIG;
+    }
+    return create_indexes(client, &n, why, whylen);
+}
+
+/* ---- producer ----------------------------------------------------------------- */
+
+static int check_msg(const rw_queue_msg_t *msg)
+{
+    if (!msg || !msg->queue || !msg->function || (!msg->payload && msg->len))
+        return UV_EINVAL;
+    if (msg->max_attempts < 0 || msg->max_attempts > MAX_ATTEMPTS_CAP || msg->max_age_ms < 0 ||
+        msg->visibility_ms < 0 || msg->delay_ms < 0)
+        return UV_EINVAL;
+    if (msg->id && (!*msg->id || strlen(msg->id) > MAX_ID_LEN))
+        return UV_EINVAL;
+    if (msg->len > RW_QUEUE_PAYLOAD_MAX)
+        return RW_ELIMIT;
+    if (!valid_name(msg->queue) || !valid_name(msg->function))
+        return RW_EPARSE;
+    /* Strings must be valid UTF-8 for BSON; NUL is refused because deliveries
+     * hand the payload on as a C string too. */
+    if (msg->len && !bson_utf8_validate(msg->payload, msg->len, false))
+        return RW_EPARSE;
+    const char *opt[] = {msg->attributes, msg->trace_id, msg->id, msg->dead_letter};
+    for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++)
+        if (opt[i] && !bson_utf8_validate(opt[i], strlen(opt[i]), false))
+            return RW_EPARSE;
+    return 0;
+}
+
+/* The message document, as queue.h describes it. */
+static bson_t *build_msg(const rw_queue_msg_t *msg, const char *id)
+{
+    int64_t now = epoch_ms();
+    int64_t age = msg->max_age_ms ? msg->max_age_ms : RW_QUEUE_MAX_AGE_DEFAULT_MS;
+    bson_t *doc = bson_new();
+    BSON_APPEND_UTF8(doc, "_id", id);
+    BSON_APPEND_UTF8(doc, "queue", msg->queue);
+    BSON_APPEND_UTF8(doc, "function", msg->function);
+    bson_append_utf8(doc, "payload", -1, msg->len ? msg->payload : "", (int)msg->len);
+    if (msg->attributes)
+        BSON_APPEND_UTF8(doc, "attributes", msg->attributes);
+    if (msg->trace_id)
+        BSON_APPEND_UTF8(doc, "trace_id", msg->trace_id);
+    BSON_APPEND_UTF8(doc, "state", "ready");
+    BSON_APPEND_INT64(doc, "gen", 0);
+    BSON_APPEND_INT32(doc, "attempts", 0);
+    BSON_APPEND_INT32(doc, "failures", 0);
+    BSON_APPEND_INT32(doc, "max_attempts",
+                      msg->max_attempts ? msg->max_attempts : DEFAULT_ATTEMPTS);
+    BSON_APPEND_DATE_TIME(doc, "visible_at", now + msg->delay_ms);
+    BSON_APPEND_DATE_TIME(doc, "created_at", now);
+    BSON_APPEND_DATE_TIME(doc, "expires_at", now + age);
+    if (msg->visibility_ms)
+        BSON_APPEND_INT64(doc, "visibility_ms", msg->visibility_ms);
+    if (msg->dead_letter)
+        BSON_APPEND_UTF8(doc, "dead_letter", msg->dead_letter);
+    return doc;
+}
+
+static int insert_msg(mongoc_client_t *client, const names_t *n, const bson_t *doc, char *why,
+                      size_t whylen)
+{
+    mongoc_collection_t *coll = get_coll(n, client, n->coll);
+    bson_t opts = BSON_INITIALIZER;
+    append_majority(&opts);
+    bson_error_t error;
+    bool ok = mongoc_collection_insert_one(coll, doc, &opts, NULL, &error);
+    bson_destroy(&opts);
+    mongoc_collection_destroy(coll);
+    if (ok)
+        return 0;
+    if (error.code == 11000) {
+        snprintf(why, whylen, "a message with this id exists");
+        return UV_EEXIST;
+    }
+    return db_error(&error, "cannot enqueue", why, whylen);
+}
+
+int rw_queue_enqueue_sync(mongoc_client_t *client, const rw_queue_opts_t *opts,
+                          const rw_queue_msg_t *msg, char id_out[RW_QUEUE_ID_LEN], char *why,
+                          size_t whylen)
+{
+    names_t n;
+    int rc = names_init(&n, opts);
+    if (rc == 0)
+        rc = check_msg(msg);
+    if (rc != 0) {
+        snprintf(why, whylen, "invalid message: %s", rw_strerror(rc));
+        return rc;
+    }
+    char id[MAX_ID_LEN + 1];
+    if (msg->id)
+        snprintf(id, sizeof id, "%s", msg->id);
+    else
+        make_uuid(id);
+    bson_t *doc = build_msg(msg, id);
+    rc = insert_msg(client, &n, doc, why, whylen);
+    bson_destroy(doc);
+    if (id_out)
+        snprintf(id_out, RW_QUEUE_ID_LEN, "%s", id);
+    return rc;
+}
+
+struct rw_queue_s {
+    uv_loop_t *loop;
+    mongoc_client_pool_t *pool;
+    names_t names;
+    unsigned pending;
+    bool closing;
+    void (*close_done)(void *);
+    void *close_arg;
+};
+
+typedef struct {
+    uv_work_t work;
+    rw_queue_t *q;
+    bson_t *doc;
+    char id[MAX_ID_LEN + 1];
+    rw_queue_enqueue_cb cb;
+    void *arg;
+    int status;
+    char why[256];
+} enqueue_job_t;
+
+rw_queue_t *rw_queue_new(uv_loop_t *loop, mongoc_client_pool_t *pool, const rw_queue_opts_t *opts)
+{
+    rw_queue_t *q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL;
+    if (names_init(&q->names, opts) != 0) {
+        free(q);
+        return NULL;
+    }
+    q->loop = loop;
+    q->pool = pool;
+    return q;
+}
+
+static void queue_maybe_free(rw_queue_t *q)
+{
+    if (!q->closing || q->pending)
+        return;
+    void (*done)(void *) = q->close_done;
+    void *arg = q->close_arg;
+    free(q);
+    if (done)
+        done(arg);
+}
+
+static void on_enqueue_work(uv_work_t *w)
+{
+    enqueue_job_t *job = w->data;
+    mongoc_client_t *client = mongoc_client_pool_pop(job->q->pool);
+    job->status = insert_msg(client, &job->q->names, job->doc, job->why, sizeof job->why);
+    mongoc_client_pool_push(job->q->pool, client);
+}
+
+static void on_enqueue_done(uv_work_t *w, int status)
+{
+    enqueue_job_t *job = w->data;
+    rw_queue_t *q = job->q;
+    if (status != 0) {
+        job->status = status;
+        snprintf(job->why, sizeof job->why, "the enqueue did not run");
+    }
+    job->cb(job->arg, job->status, job->id, job->status ? job->why : NULL);
+    bson_destroy(job->doc);
+    free(job);
+    q->pending--;
+    queue_maybe_free(q);
+}
+
+int rw_queue_enqueue(rw_queue_t *q, const rw_queue_msg_t *msg, rw_queue_enqueue_cb cb, void *arg)
+{
+    if (q->closing)
+        return UV_ECANCELED;
+    int rc = check_msg(msg);
+    if (rc != 0)
+        return rc;
+    enqueue_job_t *job = calloc(1, sizeof *job);
+    if (!job)
+        return UV_ENOMEM;
+    if (msg->id)
+        snprintf(job->id, sizeof job->id, "%s", msg->id);
+    else
+        make_uuid(job->id);
+    job->doc = build_msg(msg, job->id);
+    job->q = q;
+    job->cb = cb;
+    job->arg = arg;
+    job->work.data = job;
+    rc = uv_queue_work(q->loop, &job->work, on_enqueue_work, on_enqueue_done);
+    if (rc != 0) {
+        bson_destroy(job->doc);
+        free(job);
+        return rc;
+    }
+    q->pending++;
+    return 0;
+}
+
+void rw_queue_close(rw_queue_t *q, void (*done)(void *arg), void *arg)
+{
+    if (q->closing)
+        return;
+    q->closing = true;
+    q->close_done = done;
+    q->close_arg = arg;
+    queue_maybe_free(q);
+}
+
+/* ---- transitions (threadpool) -------------------------------------------------------
+ *
+ * A message's state changes only through a transition whose record the actor
+ * inserted first ("<id>#<gen>", gen one past the message's last): the unique
+ * _id makes exactly one actor win each gen, on MongoDB and on FerretDB alike.
+ * The winner then updates the message's cached state (or deletes it). An actor
+ * that loses an insert reads the latest record, which is the truth even when
+ * the cache lags behind (its writer died between the two writes).
+ */
+
+typedef struct transition_s {
+    const char *kind; /* claim, retry, release, done, dead */
+    int64_t until;    /* claimable again then: the lease's end, the retry time */
+    int64_t attempts, failures;
+    const char *last_error; /* retry, dead */
+    const char *reason;     /* dead */
+    int64_t at;             /* when it was recorded */
+} transition_t;
+
+/* A message's state as its cache or its latest record tells it. */
+typedef struct head_s {
+    int64_t gen;
+    char state[16]; /* ready, inflight, dead, done */
+    int64_t until;
+    int64_t attempts, failures;
+} head_t;
+
+static const char *state_of(const char *kind)
+{
+    if (strcmp(kind, "claim") == 0)
+        return "inflight";
+    if (strcmp(kind, "dead") == 0 || strcmp(kind, "done") == 0)
+        return kind;
+    return "ready";
+}
+
+static void transition_from_record(transition_t *t, const bson_t *rec)
+{
+    const char *kind = doc_utf8(rec, "kind", NULL);
+    t->kind = kind ? kind : "claim";
+    t->until = doc_date(rec, "until", 0);
+    t->attempts = doc_int(rec, "attempts", 0);
+    t->failures = doc_int(rec, "failures", 0);
+    t->last_error = doc_utf8(rec, "last_error", NULL);
+    t->reason = doc_utf8(rec, "reason", NULL);
+    t->at = doc_date(rec, "at", 0);
+}
+
+static void head_from_record(head_t *h, const bson_t *rec)
+{
+    transition_t t;
+    transition_from_record(&t, rec);
+    h->gen = doc_int(rec, "gen", 0);
+    snprintf(h->state, sizeof h->state, "%s", state_of(t.kind));
+    h->until = t.until;
+    h->attempts = t.attempts;
+    h->failures = t.failures;
+}
+
+static void head_from_message(head_t *h, const bson_t *msg)
+{
+    const char *state = doc_utf8(msg, "state", NULL);
+    h->gen = doc_int(msg, "gen", 0);
+    snprintf(h->state, sizeof h->state, "%s", state ? state : "ready");
+    h->until = doc_date(msg, "visible_at", 0);
+    h->attempts = doc_int(msg, "attempts", 0);
+    h->failures = doc_int(msg, "failures", 0);
+}
+
+static bson_t *find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t *opts,
+                        int *rc, char *why, size_t whylen)
+{
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+    const bson_t *doc;
+    bson_t *out = NULL;
+    bson_error_t error;
+    *rc = 0;
+    if (mongoc_cursor_next(cur, &doc))
+        out = bson_copy(doc);
+    else if (mongoc_cursor_error(cur, &error))
+        *rc = db_error(&error, "cannot read the queue", why, whylen);
+    mongoc_cursor_destroy(cur);
+    return out;
+}
+
+/* The latest transition record of message id, or NULL (none, or *rc < 0). */
+static bson_t *latest_record(mongoc_client_t *client, const names_t *n, const char *id, int *rc,
+                             char *why, size_t whylen)
+{
+    mongoc_collection_t *claims = get_coll(n, client, n->claims);
+    bson_t *filter = BCON_NEW("msg", BCON_UTF8(id));
+    bson_t *opts = BCON_NEW("sort", "{", "gen", BCON_INT32(-1), "}", "limit", BCON_INT64(1));
+    bson_t *rec = find_one(claims, filter, opts, rc, why, whylen);
+    bson_destroy(opts);
+    bson_destroy(filter);
+    mongoc_collection_destroy(claims);
+    return rec;
+}
+
+/* Inserts the record of transition gen of message id. Returns 0 when we won
+ * it, including an earlier try of ours whose reply was lost (same token),
+ * UV_EEXIST when another actor won it, or RW_EDB. */
+static int record(mongoc_client_t *client, const names_t *n, const char *id, int64_t gen,
+                  const transition_t *t, const char *owner, const char *token, char *why,
+                  size_t whylen)
+{
+    char key[MAX_ID_LEN + 24];
+    snprintf(key, sizeof key, "%s#%" PRId64, id, gen);
+    bson_t doc = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&doc, "_id", key);
+    BSON_APPEND_UTF8(&doc, "msg", id);
+    BSON_APPEND_INT64(&doc, "gen", gen);
+    BSON_APPEND_UTF8(&doc, "kind", t->kind);
+    BSON_APPEND_UTF8(&doc, "owner", owner);
+    BSON_APPEND_UTF8(&doc, "token", token);
+    BSON_APPEND_DATE_TIME(&doc, "at", t->at);
+    BSON_APPEND_DATE_TIME(&doc, "until", t->until);
+    BSON_APPEND_INT32(&doc, "attempts", (int32_t)t->attempts);
+    BSON_APPEND_INT32(&doc, "failures", (int32_t)t->failures);
+    if (t->last_error)
+        BSON_APPEND_UTF8(&doc, "last_error", t->last_error);
+    if (t->reason)
+        BSON_APPEND_UTF8(&doc, "reason", t->reason);
+    bson_t opts = BSON_INITIALIZER;
+    append_majority(&opts);
+    mongoc_collection_t *claims = get_coll(n, client, n->claims);
+    bson_error_t error;
+    int rc = 0;
+    if (!mongoc_collection_insert_one(claims, &doc, &opts, NULL, &error)) {
+        if (error.code != 11000) {
+            rc = db_error(&error, "cannot record a transition", why, whylen);
+        } else {
+            bson_t *filter = BCON_NEW("_id", BCON_UTF8(key));
+            bson_t *theirs = find_one(claims, filter, NULL, &rc, why, whylen);
+            const char *their_token = theirs ? doc_utf8(theirs, "token", NULL) : NULL;
+            if (rc == 0)
+                rc = their_token && strcmp(their_token, token) == 0 ? 0 : UV_EEXIST;
+            bson_destroy(theirs);
+            bson_destroy(filter);
+        }
+    }
+    mongoc_collection_destroy(claims);
+    bson_destroy(&opts);
+    bson_destroy(&doc);
+    return rc;
+}
+
+/* The cache update that follows a won transition. */
+static bson_t *head_update(const transition_t *t, int64_t gen, const char *owner)
+{
+    bool claim = strcmp(t->kind, "claim") == 0;
+    bson_t *u = bson_new();
+    bson_t set, unset;
+    bson_append_document_begin(u, "$set", -1, &set);
+    BSON_APPEND_UTF8(&set, "state", state_of(t->kind));
+    BSON_APPEND_INT64(&set, "gen", gen);
+    BSON_APPEND_DATE_TIME(&set, "visible_at", t->until);
+    BSON_APPEND_INT32(&set, "attempts", (int32_t)t->attempts);
+    BSON_APPEND_INT32(&set, "failures", (int32_t)t->failures);
+    if (claim) {
+        BSON_APPEND_UTF8(&set, "owner", owner);
+        BSON_APPEND_DATE_TIME(&set, "claimed_at", t->at);
+    }
+    if (t->last_error) {
+        BSON_APPEND_UTF8(&set, "last_error", t->last_error);
+        BSON_APPEND_DATE_TIME(&set, "last_error_at", t->at);
+    }
+    if (t->reason)
+        BSON_APPEND_UTF8(&set, "dead_reason", t->reason);
+    bson_append_document_end(u, &set);
+    if (!claim) {
+        bson_append_document_begin(u, "$unset", -1, &unset);
+        BSON_APPEND_UTF8(&unset, "owner", "");
+        BSON_APPEND_UTF8(&unset, "claimed_at", "");
+        bson_append_document_end(u, &unset);
+    }
+    return u;
+}
+
+/* Writes the cache after a won transition; never an upsert, so a message
+ * that is gone stays gone (*found tells). */
+static int write_head(mongoc_client_t *client, const names_t *n, const char *id,
+                      const transition_t *t, int64_t gen, const char *owner, bool *found, char *why,
+                      size_t whylen)
+{
+    mongoc_collection_t *coll = get_coll(n, client, n->coll);
+    bson_t *sel = BCON_NEW("_id", BCON_UTF8(id));
+    bson_t *update = head_update(t, gen, owner);
+    bson_t opts = BSON_INITIALIZER;
+    append_majority(&opts);
+    bson_error_t error;
+    bson_t reply;
+    bool ok = mongoc_collection_update_one(coll, sel, update, &opts, &reply, &error);
+    *found = ok && doc_int(&reply, "matchedCount", 0) > 0;
+    bson_destroy(&reply);
+    bson_destroy(&opts);
+    bson_destroy(update);
+    bson_destroy(sel);
+    mongoc_collection_destroy(coll);
+    return ok ? 0 : db_error(&error, "cannot update the message", why, whylen);
+}
+
+/* Deletes the message, then its records: in this order, so that a record
+ * gen can only be won again once the message it would change is gone. Sets
+ * *found (may be NULL) when the message was still there. */
+static int remove_msg(mongoc_client_t *client, const names_t *n, const char *id, bool *found,
+                      char *why, size_t whylen)
+{
+    bson_t *sel = BCON_NEW("_id", BCON_UTF8(id));
+    bson_t *by_msg = BCON_NEW("msg", BCON_UTF8(id));
+    bson_t opts = BSON_INITIALIZER;
+    append_majority(&opts);
+    bson_error_t error;
+    int rc = 0;
+    bson_t reply;
+    mongoc_collection_t *coll = get_coll(n, client, n->coll);
+    if (!mongoc_collection_delete_one(coll, sel, &opts, &reply, &error))
+        rc = db_error(&error, "cannot delete the message", why, whylen);
+    if (found)
+        *found = rc == 0 && doc_int(&reply, "deletedCount", 0) > 0;
+    bson_destroy(&reply);
+    mongoc_collection_destroy(coll);
+    if (rc == 0) {
+        mongoc_collection_t *claims = get_coll(n, client, n->claims);
+        if (!mongoc_collection_delete_many(claims, by_msg, &opts, NULL, &error))
+            rc = db_error(&error, "cannot delete the message's records", why, whylen);
+        mongoc_collection_destroy(claims);
+    }
+    bson_destroy(&opts);
+    bson_destroy(by_msg);
+    bson_destroy(sel);
+    return rc;
+}
+
+/* Finishes a won "dead" transition t: the dead letter is the message with its
+ * final counts and error from t, upserted by _id so that a second mover (after
+ * a crash) changes nothing; then the message goes. */
+static int move_dead(mongoc_client_t *client, const names_t *n, const char *id,
+                     const transition_t *t, char *why, size_t whylen)
+{
+    static const char *const replaced[] = {
+        "state",    "owner",    "visible_at", "claimed_at",    "gen",
+        "attempts", "failures", "last_error", "last_error_at", "dead_reason"};
+    int rc;
+    mongoc_collection_t *coll = get_coll(n, client, n->coll);
+    bson_t *sel = BCON_NEW("_id", BCON_UTF8(id));
+    bson_t *msg = find_one(coll, sel, NULL, &rc, why, whylen);
+    mongoc_collection_destroy(coll);
+    if (rc != 0 || !msg) {
+        bson_destroy(sel);
+        return rc != 0 ? rc : remove_msg(client, n, id, NULL, why, whylen); /* moved already */
+    }
+    bson_t letter = BSON_INITIALIZER;
+    bson_iter_t it;
+    bson_iter_init(&it, msg);
+    while (bson_iter_next(&it)) {
+        const char *key = bson_iter_key(&it);
+        bool skip = false;
+        for (size_t i = 0; i < sizeof replaced / sizeof replaced[0]; i++)
+            skip |= strcmp(key, replaced[i]) == 0;
+        if (!skip)
+            bson_append_iter(&letter, key, -1, &it);
+    }
+    BSON_APPEND_INT32(&letter, "attempts", (int32_t)t->attempts);
+    BSON_APPEND_INT32(&letter, "failures", (int32_t)t->failures);
+    BSON_APPEND_UTF8(&letter, "last_error", t->last_error ? t->last_error : GENERIC_ERROR);
+    BSON_APPEND_DATE_TIME(&letter, "last_error_at", t->at);
+    BSON_APPEND_UTF8(&letter, "dead_reason", t->reason ? t->reason : "RetriesExhausted");
+    BSON_APPEND_DATE_TIME(&letter, "dead_at", epoch_ms());
+    bson_t opts = BSON_INITIALIZER;
+    BSON_APPEND_BOOL(&opts, "upsert", true);
+    append_majority(&opts);
+    bson_error_t error;
+    mongoc_collection_t *dead = get_coll(n, client, n->dead);
+    if (mongoc_collection_replace_one(dead, sel, &letter, &opts, NULL, &error))
+        rc = remove_msg(client, n, id, NULL, why, whylen);
+    else
+        rc = db_error(&error, "cannot write the dead letter", why, whylen);
+    mongoc_collection_destroy(dead);
+    bson_destroy(&opts);
+    bson_destroy(&letter);
+    bson_destroy(msg);
+    bson_destroy(sel);
+    return rc;
+}
+
+/* Finishes what a record that ends a message decided (its actor may have
+ * died between the record and the rest): done deletes, dead moves. */
+static int finish_terminal(mongoc_client_t *client, const names_t *n, const char *id,
+                           const bson_t *rec, char *why, size_t whylen)
+{
+    transition_t t;
+    transition_from_record(&t, rec);
+    if (strcmp(t.kind, "dead") == 0)
+        return move_dead(client, n, id, &t, why, whylen);
+    return remove_msg(client, n, id, NULL, why, whylen);
+}
+
+/* ---- consumer ------------------------------------------------------------------ */
+
+typedef struct target_s {
+    char *function;
+    int concurrency;
+    int inflight;
+    int64_t visibility_ms;
+} target_t;
+
+typedef struct delivery_s delivery_t;
+
+struct rw_queue_consumer_s {
+    uv_loop_t *loop;
+    mongoc_client_pool_t *pool;
+    names_t names;
+    char owner[160];
+    target_t *targets;
+    size_t n_targets;
+    int max_inflight;
+    int inflight; /* deliveries from claim to recorded outcome */
+    uint64_t poll_min, poll_max, poll_wait;
+    uint64_t retry_base, release_delay, sweep_interval;
+    int64_t visibility_ms;
+    int max_lost;
+    rw_queue_invoke_cb invoke;
+    void *invoke_arg;
+    uv_timer_t poll_timer;  /* next claim */
+    uv_timer_t retry_timer; /* outcomes waiting after a database error */
+    uv_timer_t sweep_timer; /* records left by dead consumers */
+    delivery_t *retries;
+    int open_handles;
+    unsigned jobs; /* threadpool jobs not yet back */
+    bool indexes_ready;
+    bool claiming; /* a claim job is out: never two at once */
+    bool sweeping;
+    bool kicked;         /* new messages may have arrived during that claim */
+    bool capacity_bound; /* the last claim left a target out for lack of room */
+    bool closing;
+    void (*close_done)(void *);
+    void *close_arg;
+    rw_queue_stats_t stats;
+};
+
+struct delivery_s {
+    rw_queue_delivery_t pub; /* first: the invoker's pointer is ours */
+    rw_queue_consumer_t *c;
+    target_t *target;
+    bson_t *doc;                /* the message as claimed; owns pub's strings */
+    int64_t gen;                /* the claim's transition */
+    int64_t attempts, failures; /* after the claim */
+    int max_attempts;
+    bool ended;
+    rw_queue_outcome_t outcome;
+    char *error;
+    char token[33]; /* of the outcome's transition, kept across retries */
+    int64_t recorded_at;
+    uv_work_t work;
+    int status; /* of the outcome's writes */
+    bool lease_lost, dead_lettered;
+    char why[256];
+    int tries;
+    uint64_t retry_at; /* loop time of the next try after a database error */
+    delivery_t *next;
+};
+
+enum claim_result_e { CLAIM_NONE, CLAIM_MESSAGE, CLAIM_HANDLED, CLAIM_ERROR };
+
+typedef struct {
+    uv_work_t work;
+    rw_queue_consumer_t *c;
+    bool create_indexes, indexes_done;
+    target_t *eligible[64];
+    size_t n_eligible;
+    enum claim_result_e result;
+    bool dead_lettered;
+    bson_t *doc; /* the claimed message (its cache just written) */
+    target_t *target;
+    int64_t gen, lease_end;
+    char why[256];
+} claim_job_t;
+
+static void start_claim(rw_queue_consumer_t *c);
+static void complete(delivery_t *d);
+static void consumer_maybe_free(rw_queue_consumer_t *c);
+
+static void on_poll_timer(uv_timer_t *t)
+{
+    start_claim(t->data);
+}
+
+static void schedule_poll(rw_queue_consumer_t *c, uint64_t delay_ms)
+{
+    if (c->closing || c->claiming)
+        return;
+    uv_timer_start(&c->poll_timer, on_poll_timer, delay_ms, 0);
+}
+
+static void backoff(rw_queue_consumer_t *c)
+{
+    schedule_poll(c, c->poll_wait);
+    c->poll_wait = c->poll_wait * 2 > c->poll_max ? c->poll_max : c->poll_wait * 2;
+}
+
+typedef struct {
+    char id[MAX_ID_LEN + 1];
+    target_t *target;
+    int64_t visibility_ms;
+    head_t head; /* as the cache says */
+} candidate_t;
+
+/* The oldest visible messages of the eligible functions: ready ones, claimed
+ * ones whose lease has ended (their consumer died or overran), and ones whose
+ * mover died halfway to the dead letters. */
+static int find_candidates(claim_job_t *job, mongoc_collection_t *coll, int64_t now,
+                           candidate_t *out, size_t *n_out)
+{
+    bson_t filter = BSON_INITIALIZER, states, in, range, fns, arr;
+    bson_append_document_begin(&filter, "state", -1, &states);
+    bson_append_array_begin(&states, "$in", -1, &in);
+    BSON_APPEND_UTF8(&in, "0", "ready");
+    BSON_APPEND_UTF8(&in, "1", "inflight");
+    BSON_APPEND_UTF8(&in, "2", "dead");
+    bson_append_array_end(&states, &in);
+    bson_append_document_end(&filter, &states);
+    bson_append_document_begin(&filter, "visible_at", -1, &range);
+    BSON_APPEND_DATE_TIME(&range, "$lte", now);
+    bson_append_document_end(&filter, &range);
+    bson_append_document_begin(&filter, "function", -1, &fns);
+    bson_append_array_begin(&fns, "$in", -1, &arr);
+    for (size_t i = 0; i < job->n_eligible; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "%zu", i);
+        BSON_APPEND_UTF8(&arr, key, job->eligible[i]->function);
+    }
+    bson_append_array_end(&fns, &arr);
+    bson_append_document_end(&filter, &fns);
+    /* The payload stays behind: eight candidates could weigh 8 MB. */
+    bson_t *opts = BCON_NEW("sort", "{", "visible_at", BCON_INT32(1), "}", "limit",
+                            BCON_INT64(CLAIM_CANDIDATES), "projection", "{", "function",
+                            BCON_INT32(1), "visibility_ms", BCON_INT32(1), "state", BCON_INT32(1),
+                            "gen", BCON_INT32(1), "visible_at", BCON_INT32(1), "attempts",
+                            BCON_INT32(1), "failures", BCON_INT32(1), "}");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
+    const bson_t *doc;
+    size_t n = 0;
+    while (n < CLAIM_CANDIDATES && mongoc_cursor_next(cur, &doc)) {
+        const char *id = doc_utf8(doc, "_id", NULL);
+        const char *fn = doc_utf8(doc, "function", NULL);
+        if (!id || !fn || strlen(id) > MAX_ID_LEN)
+            continue;
+        out[n].target = NULL;
+        for (size_t i = 0; i < job->n_eligible; i++)
+            if (strcmp(job->eligible[i]->function, fn) == 0)
+                out[n].target = job->eligible[i];
+        snprintf(out[n].id, sizeof out[n].id, "%s", id);
+        out[n].visibility_ms = doc_int(doc, "visibility_ms", 0);
+        head_from_message(&out[n].head, doc);
+        n += out[n].target != NULL;
+    }
+    bson_error_t error;
+    int rc = 0;
+    if (mongoc_cursor_error(cur, &error))
+        rc = db_error(&error, "cannot look for messages", job->why, sizeof job->why);
+    mongoc_cursor_destroy(cur);
+    bson_destroy(opts);
+    bson_destroy(&filter);
+    *n_out = n;
+    return rc;
+}
+
+/* After a won claim: writes the cache and reads the whole message back.
+ * NULL when the message is gone (its record is then dropped). */
+static bson_t *take_message(claim_job_t *job, mongoc_client_t *client, const char *id,
+                            const transition_t *t, int *rc)
+{
+    rw_queue_consumer_t *c = job->c;
+    mongoc_collection_t *coll = get_coll(&c->names, client, c->names.coll);
+    bson_t *query = BCON_NEW("_id", BCON_UTF8(id));
+    bson_t *update = head_update(t, job->gen, c->owner);
+    mongoc_find_and_modify_opts_t *fam = mongoc_find_and_modify_opts_new();
+    mongoc_find_and_modify_opts_set_update(fam, update);
+    mongoc_find_and_modify_opts_set_flags(fam, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
+    bson_t extra = BSON_INITIALIZER;
+    append_majority(&extra);
+    mongoc_find_and_modify_opts_append(fam, &extra);
+    bson_t reply;
+    bson_error_t error;
+    bson_t *doc = NULL;
+    *rc = 0;
+    if (mongoc_collection_find_and_modify_with_opts(coll, query, fam, &reply, &error)) {
+        bson_iter_t it;
+        if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+            uint32_t len;
+            const uint8_t *data;
+            bson_iter_document(&it, &len, &data);
+            doc = bson_new_from_data(data, len);
+        }
+    } else {
+        *rc = db_error(&error, "cannot claim a message", job->why, sizeof job->why);
+    }
+    bson_destroy(&reply);
+    bson_destroy(&extra);
+    mongoc_find_and_modify_opts_destroy(fam);
+    bson_destroy(update);
+    bson_destroy(query);
+    mongoc_collection_destroy(coll);
+    if (!doc && *rc == 0) {
+        /* Completed and removed by a slower actor before we read it: our record
+         * is the last trace of it. */
+        *rc = remove_msg(client, &c->names, id, NULL, job->why, sizeof job->why);
+    }
+    return doc;
+}
+
+/* A claimed message that must not be delivered: too old, or its deliveries
+ * keep vanishing with their consumer (a poison message that kills reelway).
+ * Moves it to the dead letters and returns true; false to deliver it. */
+static bool settle_undeliverable(claim_job_t *job, mongoc_client_t *client, const char *id,
+                                 const transition_t *claim, int64_t now, int *rc)
+{
+    rw_queue_consumer_t *c = job->c;
+    char error[256];
+    transition_t t = {.kind = "dead",
+                      .at = now,
+                      .until = now + DEAD_GRACE_MS,
+                      .attempts = claim->attempts - 1,
+                      .failures = claim->failures};
+    /* Every delivery that ended was recorded as a failure or given back, so
+     * the rest of those counted in attempts vanished with their consumer. */
+    int64_t lost = claim->attempts - 1 - claim->failures;
+    if (doc_date(job->doc, "expires_at", INT64_MAX) <= now) {
+        t.reason = "EventAgeExceeded";
+        snprintf(error, sizeof error,
+                 "{\"errorType\":\"Reelway.EventAgeExceeded\",\"errorMessage\":\"the event is "
+                 "older than its maximum age; it was not delivered\"}");
+    } else if (lost >= c->max_lost) {
+        t.reason = "DeliveryLimitExceeded";
+        snprintf(error, sizeof error,
+                 "{\"errorType\":\"Reelway.DeliveryLimitExceeded\",\"errorMessage\":\"%" PRId64
+                 " deliveries ended without an outcome (their consumer died)\"}",
+                 lost);
+    } else {
+        return false;
+    }
+    t.last_error = error;
+    char token[33];
+    make_token(token);
+    *rc =
+        record(client, &c->names, id, job->gen + 1, &t, c->owner, token, job->why, sizeof job->why);
+    bool found;
+    if (*rc == 0)
+        *rc = write_head(client, &c->names, id, &t, job->gen + 1, c->owner, &found, job->why,
+                         sizeof job->why);
+    if (*rc == 0)
+        *rc = move_dead(client, &c->names, id, &t, job->why, sizeof job->why);
+    job->dead_lettered = *rc == 0;
+    if (*rc == UV_EEXIST)
+        *rc = 0; /* our lease passed to another in the meantime: theirs now */
+    return true;
+}
+
+/* Tries to claim one candidate; on the way, finishes what dead actors left
+ * (a record whose cache write never came, a half-done move). Sets
+ * job->result to CLAIM_MESSAGE or CLAIM_HANDLED, or leaves it. */
+static int claim_candidate(claim_job_t *job, mongoc_client_t *client, candidate_t *cand,
+                           int64_t now)
+{
+    rw_queue_consumer_t *c = job->c;
+    head_t head = cand->head;
+    int rc = 0;
+    for (int step = 0; step < CLAIM_STEPS; step++) {
+        if (strcmp(head.state, "dead") == 0 || strcmp(head.state, "done") == 0) {
+            bson_t *rec =
+                latest_record(client, &c->names, cand->id, &rc, job->why, sizeof job->why);
+            const char *kind = rec ? doc_utf8(rec, "kind", NULL) : NULL;
+            if (kind && (strcmp(kind, "dead") == 0 || strcmp(kind, "done") == 0)) {
+                rc = finish_terminal(client, &c->names, cand->id, rec, job->why, sizeof job->why);
+                if (rc == 0) {
+                    job->result = CLAIM_HANDLED;
+                    job->dead_lettered = strcmp(kind, "dead") == 0;
+                }
+            }
+            bson_destroy(rec);
+            return rc;
+        }
+        if (head.until > now)
+            return 0; /* held, or waiting for its retry */
+        int64_t lease =
+            cand->target->visibility_ms ? cand->target->visibility_ms : c->visibility_ms;
+        if (cand->visibility_ms > lease)
+            lease = cand->visibility_ms;
+        transition_t t = {.kind = "claim",
+                          .at = now,
+                          .until = now + lease,
+                          .attempts = head.attempts + 1,
+                          .failures = head.failures};
+        char token[33];
+        make_token(token);
+        rc = record(client, &c->names, cand->id, head.gen + 1, &t, c->owner, token, job->why,
+                    sizeof job->why);
+        if (rc == UV_EEXIST) {
+            /* Someone got there first; the latest record says what happened. */
+            bson_t *rec =
+                latest_record(client, &c->names, cand->id, &rc, job->why, sizeof job->why);
+            if (!rec)
+                return rc; /* the message is gone with its records */
+            head_from_record(&head, rec);
+            bson_destroy(rec);
+            continue;
+        }
+        if (rc != 0)
+            return rc;
+        job->gen = head.gen + 1;
+        job->lease_end = t.until;
+        job->target = cand->target;
+        job->doc = take_message(job, client, cand->id, &t, &rc);
+        if (!job->doc)
+            return rc;
+        if (settle_undeliverable(job, client, cand->id, &t, now, &rc)) {
+            bson_destroy(job->doc);
+            job->doc = NULL;
+            if (rc == 0)
+                job->result = CLAIM_HANDLED;
+            return rc;
+        }
+        job->result = CLAIM_MESSAGE;
+        return 0;
+    }
+    return 0;
+}
+
+static void on_claim_work(uv_work_t *w)
+{
+    claim_job_t *job = w->data;
+    rw_queue_consumer_t *c = job->c;
+    mongoc_client_t *client = mongoc_client_pool_pop(c->pool);
+    mongoc_collection_t *coll = NULL;
+    job->result = CLAIM_ERROR;
+    if (job->create_indexes) {
+        if (create_indexes(client, &c->names, job->why, sizeof job->why) != 0)
+            goto out;
+        job->indexes_done = true;
+    }
+    coll = get_coll(&c->names, client, c->names.coll);
+    int64_t now = epoch_ms();
+    candidate_t cands[CLAIM_CANDIDATES];
+    size_t n;
+    if (find_candidates(job, coll, now, cands, &n) != 0)
+        goto out;
+    job->result = CLAIM_NONE;
+    /* Start at a random candidate so that consumers racing for the same
+     * oldest messages spread out instead of all losing to the first. */
+    uint32_t start = 0;
+    random_bytes(&start, sizeof start);
+    for (size_t i = 0; i < n && job->result == CLAIM_NONE; i++) {
+        if (claim_candidate(job, client, &cands[(start + i) % n], now) != 0) {
+            job->result = CLAIM_ERROR;
+            break;
+        }
+    }
+out:
+    if (coll)
+        mongoc_collection_destroy(coll);
+    mongoc_client_pool_push(c->pool, client);
+}
+
+/* Frees a delivery slot; a consumer that stopped for lack of room claims again. */
+static void release_slot(rw_queue_consumer_t *c, delivery_t *d)
+{
+    d->target->inflight--;
+    c->inflight--;
+    if (c->closing || c->claiming)
+        return;
+    if (c->capacity_bound || !uv_is_active((uv_handle_t *)&c->poll_timer))
+        schedule_poll(c, 0);
+}
+
+static void deliver(rw_queue_consumer_t *c, claim_job_t *job)
+{
+    delivery_t *d = calloc(1, sizeof *d);
+    if (!d) {
+        /* The lease ends and the message is delivered again later. */
+        fprintf(stderr, "reelway: queue: out of memory for a delivery\n");
+        return;
+    }
+    d->c = c;
+    d->target = job->target;
+    d->doc = job->doc;
+    job->doc = NULL;
+    d->gen = job->gen;
+    uint32_t len;
+    d->pub.id = doc_utf8(d->doc, "_id", NULL);
+    d->pub.queue = doc_utf8(d->doc, "queue", NULL);
+    d->pub.function = d->target->function;
+    d->pub.payload = doc_utf8(d->doc, "payload", &len);
+    d->pub.len = len;
+    if (!d->pub.payload)
+        d->pub.payload = "";
+    d->pub.attributes = doc_utf8(d->doc, "attributes", NULL);
+    d->pub.trace_id = doc_utf8(d->doc, "trace_id", NULL);
+    d->attempts = doc_int(d->doc, "attempts", 1);
+    d->failures = doc_int(d->doc, "failures", 0);
+    d->pub.attempt = (int)d->attempts;
+    d->pub.created_at_ms = doc_date(d->doc, "created_at", 0);
+    d->pub.lease_end_ms = job->lease_end;
+    d->max_attempts = (int)doc_int(d->doc, "max_attempts", DEFAULT_ATTEMPTS);
+    c->inflight++;
+    d->target->inflight++;
+    c->stats.delivered += !c->closing;
+    if (c->closing) {
+        d->ended = true;
+        d->outcome = RW_QUEUE_RELEASE;
+        complete(d);
+        return;
+    }
+    int rc = c->invoke(c->invoke_arg, &d->pub);
+    if (rc == 0 || d->ended)
+        return;
+    d->ended = true;
+    if (rc == UV_EBUSY || rc == UV_ECANCELED) {
+        d->outcome = RW_QUEUE_RELEASE;
+    } else {
+        char err[256];
+        int n = snprintf(err, sizeof err,
+                         "{\"errorType\":\"Reelway.InvokeError\",\"errorMessage\":\"%s\"}",
+                         rw_strerror(rc));
+        d->outcome = RW_QUEUE_FAILED;
+        d->error = strndup(err, (size_t)n);
+    }
+    complete(d);
+}
+
+static void on_claim_done(uv_work_t *w, int status)
+{
+    claim_job_t *job = w->data;
+    rw_queue_consumer_t *c = job->c;
+    c->jobs--;
+    c->claiming = false;
+    if (job->indexes_done)
+        c->indexes_ready = true;
+    enum claim_result_e result = status == 0 ? job->result : CLAIM_ERROR;
+    c->stats.polls++;
+    c->stats.empty_polls += result == CLAIM_NONE;
+    c->stats.dead_lettered += job->dead_lettered;
+    c->stats.db_errors += result == CLAIM_ERROR;
+    switch (result) {
+    case CLAIM_MESSAGE:
+        c->poll_wait = c->poll_min;
+        deliver(c, job);
+        schedule_poll(c, 0);
+        break;
+    case CLAIM_HANDLED:
+        c->poll_wait = c->poll_min;
+        schedule_poll(c, 0);
+        break;
+    case CLAIM_NONE:
+        if (c->kicked)
+            schedule_poll(c, 0);
+        else
+            backoff(c);
+        break;
+    case CLAIM_ERROR:
+        fprintf(stderr, "reelway: queue: %s\n", job->why[0] ? job->why : "claim failed");
+        backoff(c);
+        break;
+    }
+    c->kicked = false;
+    bson_destroy(job->doc);
+    free(job);
+    consumer_maybe_free(c);
+}
+
+static void start_claim(rw_queue_consumer_t *c)
+{
+    if (c->closing || c->claiming)
+        return;
+    c->capacity_bound = false;
+    if (c->inflight >= c->max_inflight) {
+        c->capacity_bound = true;
+        return;
+    }
+    claim_job_t *job = calloc(1, sizeof *job);
+    if (!job) {
+        backoff(c);
+        return;
+    }
+    for (size_t i = 0; i < c->n_targets; i++) {
+        if (c->targets[i].inflight < c->targets[i].concurrency)
+            job->eligible[job->n_eligible++] = &c->targets[i];
+        else
+            c->capacity_bound = true;
+    }
+    if (job->n_eligible == 0) {
+        free(job); /* every target is full: a freed slot polls again */
+        return;
+    }
+    job->c = c;
+    job->create_indexes = !c->indexes_ready;
+    job->work.data = job;
+    if (uv_queue_work(c->loop, &job->work, on_claim_work, on_claim_done) != 0) {
+        free(job);
+        backoff(c);
+        return;
+    }
+    c->claiming = true;
+    c->jobs++;
+}
+
+/* ---- recording an outcome (threadpool) ------------------------------------------ */
+
+static void on_complete_work(uv_work_t *w)
+{
+    delivery_t *d = w->data;
+    rw_queue_consumer_t *c = d->c;
+    const names_t *n = &c->names;
+    mongoc_client_t *client = mongoc_client_pool_pop(c->pool);
+    int64_t now = d->recorded_at;
+    transition_t t = {.at = now, .until = now, .attempts = d->attempts, .failures = d->failures};
+    switch (d->outcome) {
+    case RW_QUEUE_OK:
+        t.kind = "done";
+        break;
+    case RW_QUEUE_RELEASE:
+        t.kind = "release";
+        t.until = now + (int64_t)c->release_delay;
+        t.attempts = d->attempts - 1;
+        break;
+    case RW_QUEUE_FAILED:
+        t.failures = d->failures + 1;
+        t.last_error = d->error;
+        if (t.failures < d->max_attempts) {
+            /* Failure n waits base * 2^(n-1): Lambda's one minute, then two. */
+            int shift = d->failures < 20 ? (int)d->failures : 20;
+            t.kind = "retry";
+            t.until = now + ((int64_t)c->retry_base << shift);
+        } else {
+            t.kind = "dead";
+            t.until = now + DEAD_GRACE_MS;
+            t.reason = "RetriesExhausted";
+        }
+        break;
+    }
+    d->status =
+        record(client, n, d->pub.id, d->gen + 1, &t, c->owner, d->token, d->why, sizeof d->why);
+    if (d->status == UV_EEXIST) {
+        d->status = 0;
+        d->lease_lost = true;
+        goto out;
+    }
+    if (d->status != 0)
+        goto out;
+    /* A message already gone means our lease had passed and the next holder
+     * finished it, deleting its records: the one we just won is an orphan. */
+    bool found = false;
+    if (strcmp(t.kind, "done") == 0) {
+        d->status = remove_msg(client, n, d->pub.id, &found, d->why, sizeof d->why);
+    } else {
+        d->status = write_head(client, n, d->pub.id, &t, d->gen + 1, c->owner, &found, d->why,
+                               sizeof d->why);
+        if (d->status == 0 && !found)
+            d->status = remove_msg(client, n, d->pub.id, NULL, d->why, sizeof d->why);
+        else if (d->status == 0 && strcmp(t.kind, "dead") == 0) {
+            d->status = move_dead(client, n, d->pub.id, &t, d->why, sizeof d->why);
+            d->dead_lettered = d->status == 0;
+        }
+    }
+    d->lease_lost = d->status == 0 && !found;
+out:
+    mongoc_client_pool_push(c->pool, client);
+}
+
+static void delivery_free(delivery_t *d)
+{
+    bson_destroy(d->doc);
+    free(d->error);
+    free(d);
+}
+
+static void on_retry_timer(uv_timer_t *t);
+
+static void arm_retry_timer(rw_queue_consumer_t *c)
+{
+    if (c->closing || !c->retries)
+        return;
+    uint64_t first = UINT64_MAX;
+    for (delivery_t *d = c->retries; d; d = d->next)
+        first = d->retry_at < first ? d->retry_at : first;
+    uint64_t now = uv_now(c->loop);
+    uv_timer_start(&c->retry_timer, on_retry_timer, first > now ? first - now : 0, 0);
+}
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    rw_queue_consumer_t *c = t->data;
+    uint64_t now = uv_now(c->loop);
+    delivery_t **pp = &c->retries;
+    while (*pp) {
+        delivery_t *d = *pp;
+        if (d->retry_at <= now) {
+            *pp = d->next;
+            d->next = NULL;
+            complete(d);
+        } else {
+            pp = &d->next;
+        }
+    }
+    arm_retry_timer(c);
+}
+
+static void on_complete_done(uv_work_t *w, int status)
+{
+    delivery_t *d = w->data;
+    rw_queue_consumer_t *c = d->c;
+    c->jobs--;
+    if (status != 0 && d->status == 0) {
+        d->status = status;
+        snprintf(d->why, sizeof d->why, "the outcome was not recorded");
+    }
+    if (d->status != 0) {
+        c->stats.db_errors++;
+        /* Try again while the lease lasts (the same token makes a try whose
+         * reply was lost count as ours); past it, another consumer may win. */
+        uint64_t wait = (uint64_t)COMPLETE_RETRY_MS << (d->tries < 5 ? d->tries : 5);
+        if (wait > COMPLETE_RETRY_MAX_MS)
+            wait = COMPLETE_RETRY_MAX_MS;
+        if (!c->closing && epoch_ms() + (int64_t)wait < d->pub.lease_end_ms) {
+            fprintf(stderr, "reelway: queue: message %s: %s; trying again\n", d->pub.id, d->why);
+            d->tries++;
+            d->retry_at = uv_now(c->loop) + wait;
+            d->next = c->retries;
+            c->retries = d;
+            arm_retry_timer(c);
+            return;
+        }
+        fprintf(stderr,
+                "reelway: queue: message %s: %s; it will be delivered again when its lease "
+                "ends\n",
+                d->pub.id, d->why);
+    } else if (d->lease_lost) {
+        c->stats.lease_lost++;
+        fprintf(stderr,
+                "reelway: queue: message %s: its lease ended before the outcome was recorded; "
+                "the consumer now holding it decides\n",
+                d->pub.id);
+    } else if (d->dead_lettered) {
+        c->stats.dead_lettered++;
+    } else {
+        c->stats.succeeded += d->outcome == RW_QUEUE_OK;
+        c->stats.retried += d->outcome == RW_QUEUE_FAILED;
+        c->stats.released += d->outcome == RW_QUEUE_RELEASE;
+    }
+    release_slot(c, d);
+    delivery_free(d);
+    consumer_maybe_free(c);
+}
+
+static void complete(delivery_t *d)
+{
+    rw_queue_consumer_t *c = d->c;
+    if (!d->token[0]) {
+        make_token(d->token);
+        d->recorded_at = epoch_ms();
+    }
+    d->work.data = d;
+    d->status = 0;
+    d->lease_lost = d->dead_lettered = false;
+    int rc = uv_queue_work(c->loop, &d->work, on_complete_work, on_complete_done);
+    if (rc != 0) {
+        fprintf(stderr, "reelway: queue: message %s: cannot record the outcome: %s\n", d->pub.id,
+                rw_strerror(rc));
+        release_slot(c, d);
+        delivery_free(d);
+        consumer_maybe_free(c);
+        return;
+    }
+    c->jobs++;
+}
+
+static char *copy_error(const char *json, size_t len)
+{
+    if (!json || len == 0)
+        return strdup(GENERIC_ERROR);
+    if (len > RW_QUEUE_ERROR_MAX || !bson_utf8_validate(json, len, false)) {
+        char buf[256];
+        snprintf(buf, sizeof buf,
+                 "{\"errorType\":\"Reelway.ErrorNotKept\",\"errorMessage\":\"the error was %zu "
+                 "bytes%s\"}",
+                 len, len > RW_QUEUE_ERROR_MAX ? "" : " of invalid UTF-8");
+        return strdup(buf);
+    }
+    return strndup(json, len);
+}
+
+void rw_queue_delivery_done(rw_queue_delivery_t *pub, rw_queue_outcome_t outcome,
+                            const char *error_json, size_t len)
+{
+    delivery_t *d = (delivery_t *)pub;
+    if (d->ended) {
+        fprintf(stderr, "reelway: queue: message %s ended twice (ignored)\n", d->pub.id);
+        return;
+    }
+    d->ended = true;
+    d->outcome = outcome;
+    if (outcome == RW_QUEUE_FAILED) {
+        d->error = copy_error(error_json, len);
+        if (!d->error) {
+            /* Out of memory: the message is delivered again when its lease ends. */
+            fprintf(stderr, "reelway: queue: out of memory recording message %s\n", d->pub.id);
+            rw_queue_consumer_t *c = d->c;
+            release_slot(c, d);
+            delivery_free(d);
+            consumer_maybe_free(c);
+            return;
+        }
+    }
+    complete(d);
+}
+
+/* ---- sweeping the records of dead actors (threadpool) ----------------------------
+ *
+ * Records go with their message (remove_msg), except when an actor died
+ * between the two deletes, and a message throttled for hours collects one per
+ * release. Records older than an hour are dropped when their message is gone
+ * or has moved past them: only the record one past a message's gen can ever
+ * be contested, and no actor holds a stale view of a message for an hour.
+ */
+
+typedef struct {
+    uv_work_t work;
+    rw_queue_consumer_t *c;
+    char why[256];
+    int rc;
+} sweep_job_t;
+
+static void on_sweep_work(uv_work_t *w)
+{
+    sweep_job_t *job = w->data;
+    const names_t *n = &job->c->names;
+    mongoc_client_t *client = mongoc_client_pool_pop(job->c->pool);
+    mongoc_collection_t *claims = get_coll(n, client, n->claims);
+    mongoc_collection_t *coll = get_coll(n, client, n->coll);
+    bson_t *old = BCON_NEW("at", "{", "$lt", BCON_DATE_TIME(epoch_ms() - SWEEP_AGE_MS), "}");
+    bson_t *opts =
+        BCON_NEW("limit", BCON_INT64(SWEEP_BATCH), "projection", "{", "msg", BCON_INT32(1), "}");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(claims, old, opts, NULL);
+    char(*msgs)[MAX_ID_LEN + 1] = calloc(SWEEP_BATCH, sizeof *msgs);
+    size_t n_msgs = 0;
+    const bson_t *doc;
+    bson_error_t error;
+    while (msgs && mongoc_cursor_next(cur, &doc)) {
+        const char *m = doc_utf8(doc, "msg", NULL);
+        bool seen = !m || strlen(m) > MAX_ID_LEN;
+        for (size_t i = 0; i < n_msgs && !seen; i++)
+            seen = strcmp(msgs[i], m) == 0;
+        if (!seen)
+            snprintf(msgs[n_msgs++], sizeof msgs[0], "%s", m);
+    }
+    if (mongoc_cursor_error(cur, &error))
+        job->rc = db_error(&error, "cannot sweep old records", job->why, sizeof job->why);
+    mongoc_cursor_destroy(cur);
+    for (size_t i = 0; i < n_msgs && job->rc == 0; i++) {
+        bson_t *sel = BCON_NEW("_id", BCON_UTF8(msgs[i]));
+        bson_t *proj = BCON_NEW("projection", "{", "gen", BCON_INT32(1), "}");
+        bson_t *msg = find_one(coll, sel, proj, &job->rc, job->why, sizeof job->why);
+        bson_t *drop = msg ? BCON_NEW("msg", BCON_UTF8(msgs[i]), "gen", "{", "$lt",
+                                      BCON_INT64(doc_int(msg, "gen", 0)), "}", "at", "{", "$lt",
+                                      BCON_DATE_TIME(epoch_ms() - SWEEP_AGE_MS), "}")
+                           : BCON_NEW("msg", BCON_UTF8(msgs[i]));
+        if (job->rc == 0 && !mongoc_collection_delete_many(claims, drop, NULL, NULL, &error))
+            job->rc = db_error(&error, "cannot sweep old records", job->why, sizeof job->why);
+        bson_destroy(drop);
+        bson_destroy(msg);
+        bson_destroy(proj);
+        bson_destroy(sel);
+    }
+    free(msgs);
+    bson_destroy(opts);
+    bson_destroy(old);
+    mongoc_collection_destroy(coll);
+    mongoc_collection_destroy(claims);
+    mongoc_client_pool_push(job->c->pool, client);
+}
+
+static void on_sweep_done(uv_work_t *w, int status)
+{
+    sweep_job_t *job = w->data;
+    rw_queue_consumer_t *c = job->c;
+    c->jobs--;
+    c->sweeping = false;
+    if (status == 0 && job->rc != 0) {
+        c->stats.db_errors++;
+        fprintf(stderr, "reelway: queue: %s\n", job->why);
+    }
+    free(job);
+    consumer_maybe_free(c);
+}
+
+static void on_sweep_timer(uv_timer_t *t)
+{
+    rw_queue_consumer_t *c = t->data;
+    if (c->closing || c->sweeping || !c->indexes_ready)
+        return;
+    sweep_job_t *job = calloc(1, sizeof *job);
+    if (!job)
+        return;
+    job->c = c;
+    job->work.data = job;
+    if (uv_queue_work(c->loop, &job->work, on_sweep_work, on_sweep_done) != 0) {
+        free(job);
+        return;
+    }
+    c->sweeping = true;
+    c->jobs++;
+}
+
+/* ---- the consumer's life ------------------------------------------------------- */
+
+static void consumer_free(rw_queue_consumer_t *c)
+{
+    for (size_t i = 0; i < c->n_targets; i++)
+        free(c->targets[i].function);
+    free(c->targets);
+    free(c);
+}
+
+static void consumer_maybe_free(rw_queue_consumer_t *c)
+{
+    if (!c->closing || c->open_handles || c->jobs || c->inflight)
+        return;
+    void (*done)(void *) = c->close_done;
+    void *arg = c->close_arg;
+    consumer_free(c);
+    if (done)
+        done(arg);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    rw_queue_consumer_t *c = h->data;
+    c->open_handles--;
+    consumer_maybe_free(c);
+}
+
+int rw_queue_consumer_new(uv_loop_t *loop, mongoc_client_pool_t *pool, const rw_queue_opts_t *qopts,
+                          const rw_queue_consumer_opts_t *opts, rw_queue_consumer_t **out)
+{
+    if (!opts || !opts->invoke || !opts->n_targets || !pool ||
+        opts->n_targets > sizeof((claim_job_t *)0)->eligible / sizeof(target_t *))
+        return RW_ECONFIG;
+    for (size_t i = 0; i < opts->n_targets; i++)
+        if (!valid_name(opts->targets[i].function) || opts->targets[i].concurrency < 1 ||
+            opts->targets[i].visibility_ms < 0)
+            return RW_ECONFIG;
+    rw_queue_consumer_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return UV_ENOMEM;
+    if (names_init(&c->names, qopts) != 0) {
+        free(c);
+        return RW_ECONFIG;
+    }
+    c->targets = calloc(opts->n_targets, sizeof *c->targets);
+    if (!c->targets) {
+        free(c);
+        return UV_ENOMEM;
+    }
+    int total = 0;
+    for (size_t i = 0; i < opts->n_targets; i++) {
+        c->targets[i].function = strdup(opts->targets[i].function);
+        c->targets[i].concurrency = opts->targets[i].concurrency;
+        c->targets[i].visibility_ms = opts->targets[i].visibility_ms;
+        c->n_targets++;
+        if (!c->targets[i].function) {
+            consumer_free(c);
+            return UV_ENOMEM;
+        }
+        total += opts->targets[i].concurrency;
+    }
+    c->loop = loop;
+    c->pool = pool;
+    if (opts->owner) {
+        snprintf(c->owner, sizeof c->owner, "%s", opts->owner);
+    } else {
+        char host[64] = "localhost";
+        gethostname(host, sizeof host - 1);
+        snprintf(c->owner, sizeof c->owner, "%s:%d", host, (int)getpid());
+    }
+    c->max_inflight = opts->max_inflight > 0 ? opts->max_inflight : total;
+    c->poll_min = opts->poll_min_ms ? opts->poll_min_ms : 50;
+    c->poll_max = opts->poll_max_ms ? opts->poll_max_ms : 2000;
+    if (c->poll_max < c->poll_min)
+        c->poll_max = c->poll_min;
+    c->poll_wait = c->poll_min;
+    c->retry_base = opts->retry_base_ms ? opts->retry_base_ms : 60000;
+    c->release_delay = opts->release_delay_ms ? opts->release_delay_ms : 1000;
+    c->sweep_interval = opts->sweep_interval_ms ? opts->sweep_interval_ms : 3600 * 1000;
+    c->visibility_ms = opts->visibility_ms > 0 ? opts->visibility_ms : DEFAULT_VISIBILITY_MS;
+    c->max_lost = opts->max_lost_deliveries > 0 ? opts->max_lost_deliveries : 3;
+    c->invoke = opts->invoke;
+    c->invoke_arg = opts->invoke_arg;
+    uv_timer_init(loop, &c->poll_timer);
+    uv_timer_init(loop, &c->retry_timer);
+    uv_timer_init(loop, &c->sweep_timer);
+    c->poll_timer.data = c->retry_timer.data = c->sweep_timer.data = c;
+    c->open_handles = 3;
+    uv_timer_start(&c->sweep_timer, on_sweep_timer, c->sweep_interval, c->sweep_interval);
+    schedule_poll(c, 0);
+    *out = c;
+    return 0;
+}
+
+void rw_queue_consumer_kick(rw_queue_consumer_t *c)
+{
+    if (c->closing)
+        return;
+    c->poll_wait = c->poll_min;
+    if (c->claiming)
+        c->kicked = true;
+    else
+        schedule_poll(c, 0);
+}
+
+int rw_queue_consumer_inflight(const rw_queue_consumer_t *c)
+{
+    return c->inflight;
+}
+
+void rw_queue_consumer_stats(const rw_queue_consumer_t *c, rw_queue_stats_t *out)
+{
+    *out = c->stats;
+}
+
+void rw_queue_consumer_close(rw_queue_consumer_t *c, void (*done)(void *arg), void *arg)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->close_done = done;
+    c->close_arg = arg;
+    /* Outcomes waiting to retry get one last try now. */
+    delivery_t *d = c->retries;
+    c->retries = NULL;
+    while (d) {
+        delivery_t *next = d->next;
+        d->next = NULL;
+        complete(d);
+        d = next;
+    }
+    uv_close((uv_handle_t *)&c->poll_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->retry_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->sweep_timer, on_handle_closed);
+}
