@@ -1008,10 +1008,13 @@ static int claim_candidate(claim_job_t *job, mongoc_client_t *client, candidate_
         }
         if (head.until > now)
             return 0; /* held, or waiting for its retry */
-        int64_t lease =
-            cand->target->visibility_ms ? cand->target->visibility_ms : c->visibility_ms;
-        if (cand->visibility_ms > lease)
-            lease = cand->visibility_ms;
+        /* The longer of the function's lease and the message's own; the
+         * default only when neither names one. */
+        int64_t lease = cand->target->visibility_ms > cand->visibility_ms
+                            ? cand->target->visibility_ms
+                            : cand->visibility_ms;
+        if (lease <= 0)
+            lease = c->visibility_ms;
         transition_t t = {.kind = "claim",
                           .at = now,
                           .until = now + lease,

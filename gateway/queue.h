@@ -229,8 +229,9 @@ typedef int (*rw_queue_invoke_cb)(void *arg, rw_queue_delivery_t *d);
 typedef struct rw_queue_target_s {
     const char *function;
     int concurrency;       /**< deliveries of it in flight here at once (>= 1) */
-    int64_t visibility_ms; /**< lease: its Timeout plus a margin; 0: the consumer's default.
-                                A message's own visibility_ms wins when longer. */
+    int64_t visibility_ms; /**< lease: its Timeout plus a margin. A message's own
+                                visibility_ms wins when longer; when neither is set, the
+                                consumer's default. */
 } rw_queue_target_t;
 
 typedef struct rw_queue_consumer_opts_s {
