@@ -697,7 +697,10 @@ static int move_dead(mongoc_client_t *client, const names_t *n, const char *id,
     append_majority(&opts);
     bson_error_t error;
     mongoc_collection_t *dead = get_coll(n, client, n->dead);
-    if (mongoc_collection_replace_one(dead, sel, &letter, &opts, NULL, &error))
+    /* On FerretDB an upsert is a read then an insert: of two movers racing,
+     * one may get a duplicate key for the letter the other just wrote. */
+    if (mongoc_collection_replace_one(dead, sel, &letter, &opts, NULL, &error) ||
+        error.code == 11000)
         rc = remove_msg(client, n, id, NULL, why, whylen);
     else
         rc = db_error(&error, "cannot write the dead letter", why, whylen);
@@ -1031,7 +1034,22 @@ static int claim_candidate(claim_job_t *job, mongoc_client_t *client, candidate_
             if (!rec)
                 return rc; /* the message is gone with its records */
             head_from_record(&head, rec);
+            if (head.until > now && head.gen > cand->head.gen && strcmp(head.state, "dead") != 0 &&
+                strcmp(head.state, "done") != 0) {
+                /* Held or waiting, and the cache is behind (its writer died
+                 * between its two writes, or is between them now): write what
+                 * the record says, as its writer would have, so the message
+                 * stops turning up as a candidate. */
+                transition_t rt;
+                transition_from_record(&rt, rec);
+                const char *owner = doc_utf8(rec, "owner", NULL);
+                bool found;
+                rc = write_head(client, &c->names, cand->id, &rt, head.gen, owner ? owner : "",
+                                &found, job->why, sizeof job->why);
+            }
             bson_destroy(rec);
+            if (rc != 0)
+                return rc;
             continue;
         }
         if (rc != 0)

@@ -293,6 +293,17 @@ void rw_queue_consumer_stats(const rw_queue_consumer_t *c, rw_queue_stats_t *out
 void rw_queue_consumer_close(rw_queue_consumer_t *c, void (*done)(void *arg), void *arg);
 
 /**
+ * The invoker for the environment manager (gateway/functions.h): pass it as
+ * opts.invoke with the rw_fnmgr_t as opts.invoke_arg. It invokes d->function
+ * with d->id as the request id (the same on every retry) and d->trace_id;
+ * OK succeeds, a cancelled or shut-down invocation is released, and every
+ * other status (function error, timeout, crash, init error, oversized
+ * response) is a failed attempt carrying the manager's error JSON. Throttled
+ * (UV_EBUSY) releases the message; an unknown function fails the attempt.
+ */
+int rw_queue_invoke_function(void *fnmgr, rw_queue_delivery_t *d);
+
+/**
  * Ends a delivery (loop thread, exactly once). error_json (len bytes, copied)
  * describes a failure; NULL for OK and RELEASE, or a generic error is kept.
  * d must not be used afterwards.
