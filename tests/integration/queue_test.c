@@ -489,15 +489,15 @@ static void failing_handler_is_retried_then_dead_lettered(void **state)
     free(h);
 }
 
+static bool queue_empty(void *arg)
+{
+    return count(arg, RW_QUEUE_COLLECTION, NULL) == 0;
+}
+
 static bool dead_letters_reach(void *arg)
 {
     void **a = arg;
     return count(a[0], RW_QUEUE_DEAD_LETTERS, NULL) >= (int64_t)(intptr_t)a[1];
-}
-
-static bool queue_empty(void *arg)
-{
-    return count(arg, RW_QUEUE_COLLECTION, NULL) == 0;
 }
 
 static void too_old_and_unstartable_messages_are_dead_lettered(void **state)
@@ -682,11 +682,6 @@ static void insert_record(fx_t *fx, const char *id, int gen, const char *kind, i
     assert_true(mongoc_collection_insert_one(c, doc, NULL, NULL, &error));
     mongoc_collection_destroy(c);
     bson_destroy(doc);
-}
-
-static bool queue_empty(void *arg)
-{
-    return count(arg, RW_QUEUE_COLLECTION, NULL) == 0;
 }
 
 typedef struct {
