@@ -69,6 +69,8 @@ static const option_t options[] = {
      0, 100000},
     {"--function-logs", "REELWAY_FUNCTION_LOGS", 'b', offsetof(rw_config_t, function_logs_stdout), 0,
      1},
+    {"--async-retry-base-ms", "REELWAY_ASYNC_RETRY_BASE_MS", 'U',
+     offsetof(rw_config_t, async_retry_base_ms), 0, 86400000},
     {"--max-connections", "REELWAY_MAX_CONNECTIONS", 'u', L(max_connections), 10000000},
     {"--header-timeout-ms", "REELWAY_HEADER_TIMEOUT_MS", 'U', L(header_timeout_ms), 86400000},
     {"--body-timeout-ms", "REELWAY_BODY_TIMEOUT_MS", 'U', L(body_timeout_ms), 86400000},
@@ -157,6 +159,7 @@ int rw_config_load(rw_config_t *cfg, int argc, char **argv, FILE *err)
     cfg->access_log = true;
     rw_http_limits_default(&cfg->limits);
     cfg->idle_ms = 600000;
+    cfg->async_retry_base_ms = 60000;
     strcpy(cfg->db_name, "reelway");
     cfg->max_environments = 64;
     snprintf(cfg->source_dir, sizeof cfg->source_dir, "%s", REELWAY_SOURCE_DIR);

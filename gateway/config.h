@@ -29,6 +29,7 @@ typedef struct rw_config_s {
     uint64_t idle_ms;        /**< REELWAY_FUNCTION_IDLE_MS: reap idle environments after (600000) */
     int max_environments;    /**< REELWAY_MAX_ENVIRONMENTS: per worker (64) */
     bool function_logs_stdout; /**< REELWAY_FUNCTION_LOGS=on: copy function logs to stdout */
+    uint64_t async_retry_base_ms; /**< REELWAY_ASYNC_RETRY_BASE_MS: first retry wait (60000) */
     rw_http_limits_t limits; /**< REELWAY_MAX_CONNECTIONS, REELWAY_HEADER_TIMEOUT_MS, ... */
 } rw_config_t;
 

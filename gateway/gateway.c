@@ -93,6 +93,9 @@ int rw_gateway_start(uv_loop_t *loop, const rw_config_t *cfg, const rw_gateway_n
     char why[512] = "";
     gw->authorizers_open = true;
     rc = rw__app_build(gw, why, sizeof why);
+    if (rc == 0)
+        rc = rw__async_start(gw, why, sizeof why);
+    gw->queue_open = gw->queue != NULL;
     if (rc != 0) {
         fprintf(stderr, "reelway: %s\n", why[0] ? why : rw_strerror(rc));
         goto fail;
@@ -124,6 +127,8 @@ fail:
         rw_http_server_shutdown(gw->http, NULL, NULL);
         gw->http = NULL;
     }
+    rw__async_close(gw, on_closed_nothing_to_do, NULL);
+    rw__async_close_producer(gw, on_closed_nothing_to_do, NULL);
     if (gw->fnmgr)
         rw_fnmgr_close(gw->fnmgr, NULL, NULL);
     if (gw->http_client)
@@ -159,8 +164,15 @@ static void gateway_free(rw_gateway_t *gw)
 static void maybe_free(rw_gateway_t *gw)
 {
     if (gw->stopping && !gw->http && !gw->fnmgr && !gw->http_client && !gw->authorizers_open &&
-        gw->pending_work == 0)
+        !gw->queue_open && gw->pending_work == 0)
         gateway_free(gw);
+}
+
+static void on_producer_closed(void *arg)
+{
+    rw_gateway_t *gw = arg;
+    gw->queue_open = false;
+    maybe_free(gw);
 }
 
 static void on_authorizers_closed(void *arg)
@@ -190,6 +202,17 @@ static void on_fnmgr_closed(void *arg)
     maybe_free(gw);
 }
 
+/* The consumer has released what it held: the functions can stop now. */
+static void on_consumer_closed(void *arg)
+{
+    rw_gateway_t *gw = arg;
+    rw__async_close_producer(gw, on_producer_closed, gw);
+    if (gw->fnmgr)
+        rw_fnmgr_close(gw->fnmgr, on_fnmgr_closed, gw);
+    else
+        maybe_free(gw);
+}
+
 /* In-flight requests finished (or hit the deadline): now the functions can go. */
 static void on_http_stopped(void *arg)
 {
@@ -199,9 +222,7 @@ static void on_http_stopped(void *arg)
         rw__authorize_close(gw, on_authorizers_closed, gw);
     if (gw->http_client)
         rw_http_client_close(gw->http_client, on_http_client_closed, gw);
-    if (gw->fnmgr)
-        rw_fnmgr_close(gw->fnmgr, on_fnmgr_closed, gw);
-    maybe_free(gw);
+    rw__async_close(gw, on_consumer_closed, gw);
 }
 
 void rw_gateway_stop(rw_gateway_t *gw, void (*done)(void *arg), void *arg)

@@ -43,8 +43,8 @@ enum body_mode_e { BODY_NONE, BODY_WHOLE, BODY_SINK, BODY_DISCARD };
 
 enum timer_mode_e { TIMER_OFF, TIMER_HEAD, TIMER_BODY, TIMER_IDLE, TIMER_WRITE, TIMER_LINGER };
 
-#define LINGER_MS 2000
-#define LINGER_MAX_BYTES (1 << 20)
+#define LINGER_MS 5000
+#define LINGER_MAX_BYTES (16 << 20) /* a refused upload of this size can still be answered */
 
 /* A header while being parsed: offsets into the request arena, which may move. */
 typedef struct {

@@ -34,6 +34,9 @@ struct rw_gateway_s {
     rw_fnmgr_t *fnmgr;
     struct rw_http_client_s *http_client; /* upstream connections (HTTP_PROXY) */
     struct rw_apikeys_s *apikeys;  /* API keys and usage plans (authorize.c) */
+    struct rw_queue_s *queue;      /* async invocations: producer (async.c) */
+    bool queue_open;               /* the producer is not closed yet */
+    struct rw_queue_consumer_s *consumer; /* ... and this worker's consumer */
     bool authorizers_open;         /* closed asynchronously at stop */
 };
 
@@ -56,6 +59,12 @@ int rw__gateway_enqueue(rw_gateway_t *gw, const char *function, const char *payl
 /** The admin API (/_/admin/apikeys...). */
 bool rw__admin_match(const rw_http_req_t *req);
 void rw__admin(rw_gateway_t *gw, rw_http_req_t *req);
+
+/** Async invocations: producer and consumer start (after the functions), the
+ *  consumer closes before the functions (done runs then), the producer last. */
+int rw__async_start(rw_gateway_t *gw, char *why, size_t whylen);
+void rw__async_close(rw_gateway_t *gw, void (*done)(void *arg), void *arg);
+void rw__async_close_producer(rw_gateway_t *gw, void (*done)(void *arg), void *arg);
 
 /** A threadpool job of the gateway finished (the gateway may be waiting to free). */
 void rw__gateway_work_done(rw_gateway_t *gw);
