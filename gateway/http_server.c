@@ -554,9 +554,12 @@ static void on_conn_handle_closed(uv_handle_t *h)
     s->n_conns--;
     req_t *r = c->req;
     if (r) {
-        /* A handler that has not ended it yet frees it from rw_http_res_end. */
+        /* A handler that has not ended it yet frees it from rw_http_res_end; a
+         * request whose head never completed had no handler: it goes now. */
         c->req = NULL;
         r->conn = NULL;
+        if (!r->dispatched)
+            r->ended = true;
         req_release(r);
     }
     conn_free(c);
@@ -918,6 +921,8 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     conn_t *c = p->data;
     req_t *r = c->req;
+    if (n == 0)
+        return 0; /* llhttp may report an empty span when resumed mid-body */
     r->body_seen += n;
     r->pub.bytes_in += n;
     if (r->body_max && r->body_seen > r->body_max) {
