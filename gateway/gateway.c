@@ -206,11 +206,11 @@ static void on_fnmgr_closed(void *arg)
 static void on_consumer_closed(void *arg)
 {
     rw_gateway_t *gw = arg;
+    gw->pending_work++; /* held, as in on_http_stopped */
     rw__async_close_producer(gw, on_producer_closed, gw);
     if (gw->fnmgr)
         rw_fnmgr_close(gw->fnmgr, on_fnmgr_closed, gw);
-    else
-        maybe_free(gw);
+    rw__gateway_work_done(gw);
 }
 
 /* In-flight requests finished (or hit the deadline): now the functions can go. */
@@ -218,11 +218,15 @@ static void on_http_stopped(void *arg)
 {
     rw_gateway_t *gw = arg;
     gw->http = NULL;
+    /* Held: any of these closes may finish at once (an idle client, no
+     * functions) and would free gw before the next line reads it. */
+    gw->pending_work++;
     if (gw->authorizers_open)
         rw__authorize_close(gw, on_authorizers_closed, gw);
     if (gw->http_client)
         rw_http_client_close(gw->http_client, on_http_client_closed, gw);
     rw__async_close(gw, on_consumer_closed, gw);
+    rw__gateway_work_done(gw);
 }
 
 void rw_gateway_stop(rw_gateway_t *gw, void (*done)(void *arg), void *arg)
@@ -367,7 +371,11 @@ int rw_gateway_run_worker(const rw_config_t *cfg, const rw_gateway_node_t *node,
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     int status = 0;
-    rw_stream_loop_close(&loop);
+    /* The stream scheduler's handle (made by the first stream on this loop)
+     * closes like any handle: one more turn of the loop. */
+    if (rw_stream_loop_close(&loop) != 0)
+        fprintf(stderr, "reelway: streams still open at exit\n");
+    uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0) {
         uv_walk(&loop, on_walk_report, NULL);
         status = 1;
