@@ -29,10 +29,10 @@
 #define HTTP_INTEGRATION_TYPE "application/vnd.awslambda.http-integration-response"
 
 /* Built-in routes come first in the metrics table. */
-enum { RID_HEALTH, RID_METRICS, RID_INVOKE, RID_UNMATCHED, RID_FIRST };
+enum { RID_HEALTH, RID_METRICS, RID_INVOKE, RID_UNMATCHED, RID_MEDIA, RID_FIRST };
 static const char *const builtin_names[RID_FIRST] = {
     "GET /_/health", "GET /_/metrics", "POST /2015-03-31/functions/{name}/invocations",
-    "(unmatched)"};
+    "(unmatched)", "GET {ServePath}/{key+}"};
 
 /* ---- names shared with the supervisor ---------------------------------------- */
 

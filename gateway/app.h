@@ -112,6 +112,12 @@ void rw__app_http_proxy(gw_req_t *ctx, gw_route_t *route);
 int rw__app_metric_names(const rw_template_t *tpl, char ***names, size_t *n);
 void rw__app_names_free(char **names, size_t n);
 
-enum { RW_APP_RID_HEALTH, RW_APP_RID_METRICS, RW_APP_RID_INVOKE, RW_APP_RID_UNMATCHED };
+enum {
+    RW_APP_RID_HEALTH,
+    RW_APP_RID_METRICS,
+    RW_APP_RID_INVOKE,
+    RW_APP_RID_UNMATCHED,
+    RW_APP_RID_MEDIA /* a bucket's objects at its ServePath (media.c) */
+};
 
 #endif

@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include "http_client.h"
+#include "media.h"
 
 #include "reelway/error.h"
 #include "reelway/stream.h"
@@ -47,6 +48,9 @@ static void handle_request(rw_http_req_t *req, void *arg)
         rw__invoke_api(gw, req);
         return;
     }
+    /* Buckets at their ServePath (media.c), unless an API's longer mount holds the path. */
+    if (rw__media_route(gw, req))
+        return;
     if (rw__app_route(gw, req))
         return;
     rw_http_respond_error(req, 404, "Not Found", "no route matches this path", NULL, 0);
@@ -100,6 +104,11 @@ int rw_gateway_start(uv_loop_t *loop, const rw_config_t *cfg, const rw_gateway_n
         fprintf(stderr, "reelway: %s\n", why[0] ? why : rw_strerror(rc));
         goto fail;
     }
+    rc = rw__media_build(gw, why, sizeof why);
+    if (rc != 0) {
+        fprintf(stderr, "reelway: %s\n", why[0] ? why : rw_strerror(rc));
+        goto fail;
+    }
     gw->http_client = rw_http_client_new(loop, NULL);
     if (!gw->http_client) {
         rc = UV_ENOMEM;
@@ -136,6 +145,7 @@ fail:
     /* Closing these completes on the loop, which the caller still runs. */
     rw__authorize_close(gw, on_closed_nothing_to_do, NULL);
     rw__app_free(gw);
+    rw__media_free(gw);
     if (gw->pool)
         mongoc_client_pool_destroy(gw->pool);
     if (gw->mongo_uri)
@@ -154,6 +164,7 @@ static void gateway_free(rw_gateway_t *gw)
     void (*done)(void *) = gw->stop_done;
     void *arg = gw->stop_arg;
     rw__app_free(gw);
+    rw__media_free(gw);
     mongoc_client_pool_destroy(gw->pool);
     mongoc_uri_destroy(gw->mongo_uri);
     free(gw);
@@ -206,11 +217,11 @@ static void on_fnmgr_closed(void *arg)
 static void on_consumer_closed(void *arg)
 {
     rw_gateway_t *gw = arg;
+    gw->pending_work++; /* held, as in on_http_stopped */
     rw__async_close_producer(gw, on_producer_closed, gw);
     if (gw->fnmgr)
         rw_fnmgr_close(gw->fnmgr, on_fnmgr_closed, gw);
-    else
-        maybe_free(gw);
+    rw__gateway_work_done(gw);
 }
 
 /* In-flight requests finished (or hit the deadline): now the functions can go. */
@@ -218,11 +229,15 @@ static void on_http_stopped(void *arg)
 {
     rw_gateway_t *gw = arg;
     gw->http = NULL;
+    /* Held: any of these closes may finish at once (an idle client, no
+     * functions) and would free gw before the next line reads it. */
+    gw->pending_work++;
     if (gw->authorizers_open)
         rw__authorize_close(gw, on_authorizers_closed, gw);
     if (gw->http_client)
         rw_http_client_close(gw->http_client, on_http_client_closed, gw);
     rw__async_close(gw, on_consumer_closed, gw);
+    rw__gateway_work_done(gw);
 }
 
 void rw_gateway_stop(rw_gateway_t *gw, void (*done)(void *arg), void *arg)
@@ -367,7 +382,11 @@ int rw_gateway_run_worker(const rw_config_t *cfg, const rw_gateway_node_t *node,
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     int status = 0;
-    rw_stream_loop_close(&loop);
+    /* The stream scheduler's handle (made by the first stream on this loop)
+     * closes like any handle: one more turn of the loop. */
+    if (rw_stream_loop_close(&loop) != 0)
+        fprintf(stderr, "reelway: streams still open at exit\n");
+    uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0) {
         uv_walk(&loop, on_walk_report, NULL);
         status = 1;

@@ -1779,6 +1779,10 @@ void rw_http_res_end(rw_http_req_t *req, const rw_http_header_t *trailers, size_
             c->close_after = true; /* short body: the only honest signal left */
     }
     r->ended = true;
+    /* Held across conn_process: with its message not yet parsed (the parser
+     * pauses after dispatch) and no write in flight, on_message_complete
+     * would free it under us. */
+    req_hold(r);
     c = r->conn; /* a failed write above may have closed the connection */
     if (c && !c->closing) {
         conn_request_done(c);
@@ -1787,7 +1791,7 @@ void rw_http_res_end(rw_http_req_t *req, const rw_http_header_t *trailers, size_
         c->req = NULL;
         r->conn = NULL;
     }
-    req_release(r);
+    req_unhold(r);
 }
 
 void rw_http_res_abort(rw_http_req_t *req)

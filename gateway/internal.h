@@ -38,6 +38,7 @@ struct rw_gateway_s {
     bool queue_open;               /* the producer is not closed yet */
     struct rw_queue_consumer_s *consumer; /* ... and this worker's consumer */
     bool authorizers_open;         /* closed asynchronously at stop */
+    struct gw_media_s *media;     /* buckets served at their ServePath (media.c) */
 };
 
 /** GET /_/health: pings the database on the threadpool; 200 or 503 with the reason. */

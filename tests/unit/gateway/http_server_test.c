@@ -154,7 +154,14 @@ static void handler(rw_http_req_t *req, void *arg)
     }
 }
 
-/* /slow and /stream need the loop; they are served by this wrapper. */
+static void on_end_timer(uv_timer_t *t)
+{
+    job_t *job = t->data;
+    rw_http_res_end(job->req, NULL, 0);
+    uv_close((uv_handle_t *)t, on_job_closed);
+}
+
+/* /slow, /stream and /end-later need the loop; they are served by this wrapper. */
 static uv_loop_t *test_loop;
 
 static void handler_with_loop(rw_http_req_t *req, void *arg)
@@ -169,6 +176,19 @@ static void handler_with_loop(rw_http_req_t *req, void *arg)
         uv_timer_init(test_loop, &job->timer);
         job->timer.data = job;
         uv_timer_start(&job->timer, on_slow_timer, 200, 0);
+        return;
+    }
+    if (req->path_len == 10 && !memcmp(req->path, "/end-later", 10)) {
+        /* The whole body is written now; the end comes later, from a timer,
+         * once no write is in flight any more. */
+        job_t *job = calloc(1, sizeof *job);
+        job->req = req;
+        job->fx = fx;
+        uv_timer_init(test_loop, &job->timer);
+        job->timer.data = job;
+        rw_http_res_start(req, 200, NULL, 0, 5);
+        rw_http_res_write(req, "later", 5, false, NULL, NULL);
+        uv_timer_start(&job->timer, on_end_timer, 20, 0);
         return;
     }
     if (req->path_len == 7 && !memcmp(req->path, "/stream", 7)) {
@@ -271,6 +291,33 @@ static void get_and_keep_alive(void **state)
         assert_string_equal(v, "5");
         rw_test_response_free(&r);
     }
+    close(fd);
+}
+
+/* A request ended after all its writes completed, before the server parsed
+ * the end of its message (parsing pauses after dispatch): it is released
+ * once, and the connection serves the next one. */
+static void end_after_writes_completed(void **state)
+{
+    fixture_t *fx = *state;
+    int fd = rw_test_connect(fx->port);
+    assert_true(fd >= 0);
+    rw_test_response_t r;
+    for (int i = 0; i < 3; i++) {
+        send_str(fd, "GET /end-later HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_int_equal(rw_test_read_response(fd, &r, false), 0);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body, "later");
+        assert_false(r.closed);
+        rw_test_response_free(&r);
+    }
+    send_str(fd, "GET /end-later HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(rw_test_read_response(fd, &r, false), 0);
+    assert_string_equal(r.body, "later");
+    rw_test_response_free(&r);
+    assert_int_equal(rw_test_read_response(fd, &r, false), 0);
+    assert_string_equal(r.body, "hello");
+    rw_test_response_free(&r);
     close(fd);
 }
 
@@ -657,6 +704,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(get_and_keep_alive, setup, teardown),
+        cmocka_unit_test_setup_teardown(end_after_writes_completed, setup, teardown),
         cmocka_unit_test_setup_teardown(pipelined_requests_answered_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(expect_100_continue, setup, teardown),
         cmocka_unit_test_setup_teardown(chunked_request_body, setup, teardown),
