@@ -154,9 +154,11 @@ static void stop_workers(worker_slot_t *slots, int n, uint64_t timeout_ms)
         if (!alive)
             return;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        uint64_t elapsed = (uint64_t)(now.tv_sec - start.tv_sec) * 1000 +
-                           (uint64_t)(now.tv_nsec - start.tv_nsec) / 1000000;
-        if (elapsed > timeout_ms) {
+        /* Signed: the nanosecond difference is negative whenever a second
+         * boundary was crossed, and as unsigned it wrapped to "very late". */
+        int64_t elapsed = (int64_t)(now.tv_sec - start.tv_sec) * 1000 +
+                          ((int64_t)now.tv_nsec - (int64_t)start.tv_nsec) / 1000000;
+        if (elapsed > (int64_t)timeout_ms) {
             for (int i = 0; i < n; i++)
                 if (slots[i].pid > 0) {
                     fprintf(stderr, "reelway: worker %d did not stop in time; killing it\n",
