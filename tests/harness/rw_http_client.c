@@ -182,15 +182,36 @@ const char *rw_test_header(const rw_test_response_t *r, const char *name, char *
 }
 
 /* Readers are kept per fd between responses on one connection (pipelining);
- * rw_test_connect resets the one for a new socket. */
+ * rw_test_connect resets the one for a new socket. They are per thread, and
+ * freed when a thread that used them exits (tests that call from threads
+ * would otherwise leak them). */
 #define MAX_READERS 64
 static __thread reader_t *readers[MAX_READERS];
+static pthread_key_t readers_key;
+static pthread_once_t readers_once = PTHREAD_ONCE_INIT;
+
+static void free_readers(void *list)
+{
+    reader_t **r = list;
+    for (int i = 0; i < MAX_READERS; i++) {
+        free(r[i]);
+        r[i] = NULL;
+    }
+}
+
+static void make_readers_key(void)
+{
+    pthread_key_create(&readers_key, free_readers);
+}
 
 static reader_t *reader_for(int fd)
 {
     int slot = fd % MAX_READERS;
-    if (!readers[slot])
+    if (!readers[slot]) {
+        pthread_once(&readers_once, make_readers_key);
+        pthread_setspecific(readers_key, readers);
         readers[slot] = calloc(1, sizeof(reader_t));
+    }
     if (readers[slot]->fd != fd) {
         memset(readers[slot], 0, sizeof(reader_t));
         readers[slot]->fd = fd;
