@@ -24,6 +24,7 @@
 
 #include "reelway/auth.h"
 #include "reelway/error.h"
+#include "reelway/http.h"
 #include "rw_http_client.h"
 #include "rw_test.h"
 
@@ -93,19 +94,74 @@ static int setup(void **state)
     return 0;
 }
 
+/* Whether a file holds a sanitizer report (the functions are instrumented in
+ * sanitizer builds, and report leaks when they exit). */
+static bool has_sanitizer_report(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    bool found = false;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = strstr(line, "Sanitizer") != NULL || strstr(line, "runtime error:") != NULL;
+    if (f)
+        fclose(f);
+    if (found)
+        fprintf(stderr, "sanitizer report in %s\n", path);
+    return found;
+}
+
+/* The last test: reelway stops cleanly, and no process reported a sanitizer
+ * error or a leak (functions are instrumented in sanitizer builds and report
+ * when they exit, into their logs). A test rather than the group teardown,
+ * whose failures cmocka does not count in its exit status. */
+static void shutdown_is_clean(void **state)
+{
+    int status = rw_test_proc_stop(&S.proc, SIGTERM, 60000);
+    S.proc.pid = 0;
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    bool reports = has_sanitizer_report(S.log);
+    char logs[700];
+    snprintf(logs, sizeof logs, "%s/logs", S.dir);
+    DIR *fns = opendir(logs);
+    assert_non_null(fns);
+    struct dirent *fn;
+    while ((fn = readdir(fns))) {
+        if (fn->d_name[0] == '.')
+            continue;
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s/%s", logs, fn->d_name);
+        DIR *d = opendir(dir);
+        struct dirent *ent;
+        while (d && (ent = readdir(d))) {
+            char path[1400];
+            snprintf(path, sizeof path, "%s/%s", dir, ent->d_name);
+            if (ent->d_name[0] != '.')
+                reports |= has_sanitizer_report(path);
+        }
+        if (d)
+            closedir(d);
+    }
+    closedir(fns);
+    char direct[700];
+    snprintf(direct, sizeof direct, "%s/me-direct.log", S.dir);
+    reports |= has_sanitizer_report(direct);
+    if (reports)
+        fprintf(stderr, "logs kept in %s\n", S.dir);
+    else
+        rw_test_rmtree(S.dir);
+    assert_false(reports);
+}
+
 static int teardown(void **state)
 {
-    int status = rw_test_proc_stop(&S.proc, SIGTERM, 30000);
+    if (S.proc.pid > 0) /* a test failed before shutdown_is_clean */
+        rw_test_proc_stop(&S.proc, SIGTERM, 60000);
     const char *uri = rw_test_mongo_uri();
     rw_test_drop_db(uri, S.db);
     rw_test_drop_db(uri, S.rot_db);
     rw_test_drop_db(uri, S.elect_db);
     rw_test_drop_db(uri, S.dev_db);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "reelway exited with status %d\n", status);
-        return -1;
-    }
-    rw_test_rmtree(S.dir);
     return 0;
 }
 
@@ -755,6 +811,123 @@ static void me_returns_the_profile(void **state)
     free(id);
 }
 
+/* The claims path of /auth/me: once the gateway's JWT authorizer runs, the
+ * function trusts requestContext.authorizer.jwt.claims. The gateway does not
+ * fill them yet, so the bootstrap is run against a small Runtime API here that
+ * hands it events shaped as the authorizer will make them. */
+static struct {
+    pthread_mutex_t mu;
+    const char *events[4];
+    size_t n_events, next;
+    char *answers[4];
+    size_t n_answers;
+    rw_http_server_t *server;
+    int port;
+} RT = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void on_answer_body(rw_http_req_t *req, int status, const char *body, size_t len)
+{
+    pthread_mutex_lock(&RT.mu);
+    if (status == 0 && RT.n_answers < 4)
+        RT.answers[RT.n_answers++] = strndup(body, len);
+    pthread_mutex_unlock(&RT.mu);
+    rw_http_respond(req, 202, NULL, 0, "{}", 2);
+}
+
+static void on_runtime_api(rw_http_req_t *req, void *arg)
+{
+    if (strcmp(req->method, "GET") == 0 && strstr(req->path, "/runtime/invocation/next")) {
+        pthread_mutex_lock(&RT.mu);
+        size_t i = RT.next++;
+        pthread_mutex_unlock(&RT.mu);
+        if (i >= RT.n_events) { /* no more events: the runtime exits */
+            rw_http_respond(req, 500, NULL, 0, "{}", 2);
+            return;
+        }
+        char id[32], deadline[32];
+        snprintf(id, sizeof id, "req-%zu", i);
+        snprintf(deadline, sizeof deadline, "%lld", (long long)time(NULL) * 1000 + 30000);
+        rw_http_header_t h[] = {
+            {"Lambda-Runtime-Aws-Request-Id", 29, id, strlen(id)},
+            {"Lambda-Runtime-Deadline-Ms", 26, deadline, strlen(deadline)},
+            {"Lambda-Runtime-Invoked-Function-Arn", 35, "arn:aws:lambda:local:0:function:Me", 34},
+            {"Content-Type", 12, "application/json", 16},
+        };
+        rw_http_respond(req, 200, h, 4, RT.events[i], strlen(RT.events[i]));
+    } else if (strcmp(req->method, "POST") == 0 && strstr(req->path, "/runtime/invocation/")) {
+        rw_http_req_read_body(req, 1 << 20, on_answer_body);
+    } else {
+        rw_http_respond(req, 404, NULL, 0, "{}", 2);
+    }
+}
+
+static void start_runtime_api(uv_loop_t *loop, void *arg)
+{
+    RT.server = rw_http_server_new(loop, NULL, on_runtime_api, NULL);
+    assert_int_equal(rw_http_server_listen(RT.server, "127.0.0.1", 0, false), 0);
+    RT.port = rw_http_server_port(RT.server);
+}
+
+static void stop_runtime_api(uv_loop_t *loop, void *arg)
+{
+    rw_http_server_shutdown(RT.server, NULL, NULL);
+}
+
+static void me_trusts_the_authorizer_claims(void **state)
+{
+    char *id = signup("", "jon", "jon@example.com");
+    char with_claims[1024], stranger[1024];
+    const char *shape = "{\"version\":\"2.0\",\"routeKey\":\"GET /auth/me\",\"rawPath\":"
+                        "\"/auth/me\",\"headers\":{},\"requestContext\":{\"authorizer\":{\"jwt\":{"
+                        "\"claims\":{\"sub\":\"%s\",\"iss\":\"" ISSUER "\"},\"scopes\":null}}},"
+                        "\"isBase64Encoded\":false}";
+    snprintf(with_claims, sizeof with_claims, shape, id);
+    snprintf(stranger, sizeof stranger, shape, "0123456789abcdef01234567");
+    RT.events[0] = with_claims;
+    RT.events[1] = stranger;
+    RT.events[2] = "{\"version\":\"2.0\",\"rawPath\":\"/auth/me\",\"headers\":{},"
+                   "\"requestContext\":{}}";
+    RT.n_events = 3;
+    rw_test_loop_t *loop = rw_test_loop_start(start_runtime_api, NULL);
+
+    char api[64], bin[1024], uri[1024], db[128], log[700];
+    snprintf(api, sizeof api, "AWS_LAMBDA_RUNTIME_API=127.0.0.1:%d", RT.port);
+    snprintf(bin, sizeof bin, "%s/functions/auth/userpool/bootstrap", getenv("RW_BINARY_DIR"));
+    snprintf(uri, sizeof uri, "MONGODB_URI=%s", rw_test_mongo_uri());
+    snprintf(db, sizeof db, "DATABASE_NAME=%s", S.db);
+    snprintf(log, sizeof log, "%s/me-direct.log", S.dir);
+    const char *set[] = {
+        api, "_HANDLER=me", uri, db, "TOKEN_ISSUER=" ISSUER, "TOKEN_AUDIENCE=" AUDIENCE, NULL};
+    const char *unset[] = {"USERPOOL_MASTER_KEY", NULL};
+    char *argv[] = {bin, NULL};
+    rw_test_proc_t fn;
+    assert_int_equal(rw_test_proc_start(&fn, argv, set, unset, log), 0);
+    /* It answers the three events, then exits on the Runtime API's 500. */
+    int status = rw_test_proc_wait(&fn, 30000);
+    if (status == -1)
+        status = rw_test_proc_stop(&fn, SIGKILL, 5000);
+    assert_int_equal(rw_test_loop_stop(loop, stop_runtime_api, NULL), 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(RT.n_answers, 3);
+
+    int codes[3] = {200, 404, 401};
+    for (size_t i = 0; i < 3; i++) {
+        cJSON *a = cJSON_Parse(RT.answers[i]);
+        assert_non_null(a);
+        assert_int_equal(cJSON_GetObjectItem(a, "statusCode")->valueint, codes[i]);
+        cJSON *body = cJSON_Parse(str(a, "body"));
+        if (i == 0) {
+            assert_string_equal(str(body, "id"), id);
+            assert_string_equal(str(body, "handle"), "jon");
+            assert_string_equal(str(body, "email"), "jon@example.com");
+        }
+        cJSON_Delete(body);
+        cJSON_Delete(a);
+        free(RT.answers[i]);
+    }
+    free(id);
+}
+
 static void openid_configuration(void **state)
 {
     rw_test_response_t r;
@@ -932,7 +1105,12 @@ static void *race_jwks(void *arg)
 {
     jwks_racer_t *r = arg;
     rw_test_response_t resp;
-    if (rw_test_http(S.port, "GET", "/elect/.well-known/jwks.json", NULL, NULL, 0, &resp) == 0) {
+    int rc = rw_test_http(S.port, "GET", "/elect/.well-known/jwks.json", NULL, NULL, 0, &resp);
+    if (rc != 0)
+        fprintf(stderr, "race_jwks: request failed\n");
+    if (rc == 0) {
+        if (resp.status != 200)
+            fprintf(stderr, "race_jwks: %d %s\n", resp.status, resp.body);
         r->status = resp.status;
         cJSON *j = cJSON_Parse(resp.body);
         const cJSON *keys = cJSON_GetObjectItem(j, "keys");
@@ -1024,11 +1202,13 @@ int main(void)
         cmocka_unit_test(refresh_race_has_one_winner),
         cmocka_unit_test(logout_revokes),
         cmocka_unit_test(me_returns_the_profile),
+        cmocka_unit_test(me_trusts_the_authorizer_claims),
         cmocka_unit_test(openid_configuration),
         cmocka_unit_test(keys_are_sealed_in_the_database),
         cmocka_unit_test(key_rotation),
         cmocka_unit_test(concurrent_cold_starts_elect_one_key),
         cmocka_unit_test(master_key_modes),
+        cmocka_unit_test(shutdown_is_clean),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -188,6 +188,16 @@ int up_throttle_failure(up_db_t *db, const up_attempt_t *a, int64_t *retry_after
         *retry_after_s = cfg->login_lock_s;
         return append_state(db, a->key, a->seq, &next, true);
     }
-    *retry_after_s = ceil_s(delay_ms(cfg, a->failures));
+    /* The delay the claim set ran from the claim; it should run from this
+     * answer, or a slow password check would eat it. Best effort: a conflict
+     * means a newer state (another claim, a reset, a lock) governs anyway. */
+    int64_t d = delay_ms(cfg, a->failures);
+    if (d > 0) {
+        state_t next = {.seq = a->seq + 1, .failures = a->failures, .next_at_ms = up_now_ms() + d};
+        int rc = insert_state(db, a->key, &next);
+        if (rc != 0 && rc != -EEXIST)
+            return rc;
+    }
+    *retry_after_s = ceil_s(d);
     return 0;
 }
