@@ -348,8 +348,10 @@ int up_throttle_success(up_db_t *db, const up_attempt_t *a);
 
 /**
  * The claimed attempt failed: past cfg.login_lock_after failures the key is
- * locked for cfg.login_lock_s. *retry_after_s (0 when no wait applies) says
- * how long the next attempt must wait. Returns 0 or RW_EDB.
+ * locked for cfg.login_lock_s; past cfg.login_slow_after its delay restarts
+ * from now, so a slow password check does not shorten it. *retry_after_s (0
+ * when no wait applies) says how long the next attempt must wait. Returns 0
+ * or RW_EDB.
  */
 int up_throttle_failure(up_db_t *db, const up_attempt_t *a, int64_t *retry_after_s);
 
