@@ -17,6 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -28,7 +31,6 @@
 #include "rw_http_client.h"
 #include "rw_test.h"
 
-#define ISSUER "http://issuer.reelway.test"
 #define AUDIENCE "reels-test"
 #define PASSWORD "Correct-Horse-9"
 
@@ -38,9 +40,26 @@ static struct {
     char db[64], rot_db[64], elect_db[64], dev_db[64];
     char master_key[RW_TOKEN_LEN + 1];
     char dev_key_file[700];
+    char issuer[64]; /* the gateway's own URL: its JWT authorizer discovers the keys there */
     rw_test_proc_t proc;
     int port;
 } S;
+
+/* A free loopback port, picked before reelway starts: the issuer (a template
+ * parameter) must name it. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
 
 /* ---- reelway ------------------------------------------------------------------------ */
 
@@ -57,19 +76,24 @@ static int setup(void **state)
     rw_test_db_name(S.dev_db, sizeof S.dev_db, "userpool_dev");
     if (rw_token_generate(S.master_key) != 0)
         return -1;
-    char port_file[600], tpl[1024], overrides[2048], uri_env[1024];
+    int port = free_port();
+    if (port <= 0)
+        return -1;
+    char port_file[600], tpl[1024], overrides[2048], uri_env[1024], port_arg[16];
+    snprintf(port_arg, sizeof port_arg, "%d", port);
+    snprintf(S.issuer, sizeof S.issuer, "http://127.0.0.1:%d", port);
     snprintf(port_file, sizeof port_file, "%s/port", S.dir);
     snprintf(tpl, sizeof tpl, "%s/tests/integration/userpool/template.yaml",
              getenv("RW_SOURCE_DIR"));
     snprintf(overrides, sizeof overrides,
-             "DatabaseName=%s RotDatabaseName=%s ElectDatabaseName=%s DevDatabaseName=%s "
-             "MasterKey=%s DevKeyFile=%s",
-             S.db, S.rot_db, S.elect_db, S.dev_db, S.master_key, S.dev_key_file);
+             "Issuer=%s DatabaseName=%s RotDatabaseName=%s ElectDatabaseName=%s "
+             "DevDatabaseName=%s MasterKey=%s DevKeyFile=%s",
+             S.issuer, S.db, S.rot_db, S.elect_db, S.dev_db, S.master_key, S.dev_key_file);
     snprintf(uri_env, sizeof uri_env, "MONGODB_URI=%s", rw_test_mongo_uri());
     char *argv[] = {(char *)rw_test_reelway_bin(),
                     "serve",
                     "--port",
-                    "0",
+                    port_arg,
                     "--port-file",
                     port_file,
                     "--data-dir",
@@ -304,7 +328,7 @@ static rw_jwt_t *verify(const rw_jwks_t *set, const char *token)
 {
     const char *auds[] = {AUDIENCE};
     rw_jwt_verify_opts_t opts = {
-        .issuer = ISSUER, .audiences = auds, .n_audiences = 1, .clock_skew_s = 5};
+        .issuer = S.issuer, .audiences = auds, .n_audiences = 1, .clock_skew_s = 5};
     rw_jwt_t *jwt = NULL;
     rw_jwt_error_t err;
     rw_jwt_status_t st = rw_jwt_verify(set, token, strlen(token), &opts, &jwt, &err);
@@ -461,7 +485,7 @@ static void login_tokens_verify_with_served_jwks(void **state)
 
         rw_jwt_t *idt = verify(set, str(t, "id_token"));
         assert_string_equal(rw_jwt_claim_string(idt, "sub"), id);
-        assert_string_equal(rw_jwt_claim_string(idt, "iss"), ISSUER);
+        assert_string_equal(rw_jwt_claim_string(idt, "iss"), S.issuer);
         assert_string_equal(rw_jwt_claim_string(idt, "aud"), AUDIENCE);
         assert_string_equal(rw_jwt_claim_string(idt, "token_use"), "id");
         assert_string_equal(rw_jwt_claim_string(idt, "preferred_username"), "bruno");
@@ -486,7 +510,7 @@ static void login_tokens_verify_with_served_jwks(void **state)
         assert_true(upload && openid);
         /* Another audience is not accepted. */
         const char *other[] = {"someone-else"};
-        rw_jwt_verify_opts_t opts = {.issuer = ISSUER, .audiences = other, .n_audiences = 1};
+        rw_jwt_verify_opts_t opts = {.issuer = S.issuer, .audiences = other, .n_audiences = 1};
         assert_int_equal(rw_jwt_verify(set, str(t, "access_token"), strlen(str(t, "access_token")),
                                        &opts, NULL, NULL),
                          RW_JWT_EAUDIENCE);
@@ -772,23 +796,61 @@ static void logout_revokes(void **state)
 
 /* ---- /auth/me, discovery ---------------------------------------------------------------- */
 
+/* Whether the Me function's log holds a line with this text. */
+static bool me_logged(const char *text)
+{
+    static char logs[262144];
+    for (int tries = 0; tries < 100; tries++) {
+        function_logs("Me", logs, sizeof logs);
+        if (strstr(logs, text))
+            return true;
+        rw_test_sleep_ms(20);
+    }
+    return false;
+}
+
+/* GET path with these headers must answer 401 {"message":"Unauthorized"}. */
+static void assert_unauthorized(const char *path, const char *headers)
+{
+    rw_test_response_t r;
+    cJSON *j = call("GET", path, headers, NULL, &r);
+    if (r.status != 401)
+        fprintf(stderr, "GET %s [%s] -> %d %s\n", path, headers, r.status, r.body);
+    assert_int_equal(r.status, 401);
+    assert_string_equal(str(j, "message"), "Unauthorized");
+    cJSON_Delete(j);
+    rw_test_response_free(&r);
+}
+
 static void me_returns_the_profile(void **state)
 {
     char *id = signup("", "ines", "ines@example.com");
     cJSON *t = login("", "handle", "ines");
-    char auth[4096];
+    char auth[4096], line[128];
     snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", str(t, "access_token"));
-    rw_test_response_t r;
-    cJSON *me = call("GET", "/auth/me", auth, NULL, &r);
-    assert_int_equal(r.status, 200);
-    rw_test_response_free(&r);
-    assert_string_equal(str(me, "id"), id);
-    assert_string_equal(str(me, "handle"), "ines");
-    assert_string_equal(str(me, "email"), "ines@example.com");
-    assert_non_null(str(me, "created_at"));
-    cJSON_Delete(me);
+    /* /auth/me is behind the gateway's JWT authorizer, which discovers the
+     * keys from this issuer's openid-configuration and hands the function the
+     * claims; /direct/auth/me is not, and the function verifies the token. */
+    const char *paths[] = {"/auth/me", "/direct/auth/me"};
+    const char *how[] = {"from the authorizer's claims", "from a bearer token verified here"};
+    for (int k = 0; k < 2; k++) {
+        rw_test_response_t r;
+        cJSON *me = call("GET", paths[k], auth, NULL, &r);
+        if (r.status != 200)
+            fprintf(stderr, "GET %s -> %d %s\n", paths[k], r.status, r.body);
+        assert_int_equal(r.status, 200);
+        rw_test_response_free(&r);
+        assert_string_equal(str(me, "id"), id);
+        assert_string_equal(str(me, "handle"), "ines");
+        assert_string_equal(str(me, "email"), "ines@example.com");
+        assert_non_null(str(me, "created_at"));
+        cJSON_Delete(me);
+        snprintf(line, sizeof line, "me: user %s %s", id, how[k]);
+        assert_true(me_logged(line));
+    }
 
-    /* No token, an ID token, a tampered token, another scheme: 401. */
+    /* No token, an ID token, a tampered token, another scheme: 401 on both
+     * routes (the ID token passes the authorizer; the function refuses it). */
     char tampered[4096];
     snprintf(tampered, sizeof tampered, "%s", str(t, "access_token"));
     char *last = strrchr(tampered, '.') + 5;
@@ -798,28 +860,49 @@ static void me_returns_the_profile(void **state)
     snprintf(headers[1], sizeof headers[1], "Authorization: Bearer %s\r\n", str(t, "id_token"));
     snprintf(headers[2], sizeof headers[2], "Authorization: Bearer %s\r\n", tampered);
     snprintf(headers[3], sizeof headers[3], "Authorization: Basic %s\r\n", str(t, "access_token"));
-    for (int i = 0; i < 4; i++) {
-        cJSON *j = call("GET", "/auth/me", headers[i], NULL, &r);
-        assert_int_equal(r.status, 401);
-        char v[64];
-        assert_string_equal(rw_test_header(&r, "www-authenticate", v, sizeof v), "Bearer");
-        assert_string_equal(str(j, "message"), "Unauthorized");
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 4; i++)
+            assert_unauthorized(paths[k], headers[i]);
+    assert_true(me_logged("me: authorizer claims refused (token_use id)"));
+    rw_test_response_t r;
+    cJSON_Delete(call("GET", "/direct/auth/me", headers[0], NULL, &r));
+    char v[64];
+    assert_string_equal(rw_test_header(&r, "www-authenticate", v, sizeof v), "Bearer");
+    rw_test_response_free(&r);
+
+    /* A valid token of an account deleted since: 404 on both routes. */
+    mongoc_client_t *client = mongoc_client_new(rw_test_mongo_uri());
+    mongoc_collection_t *users = mongoc_client_get_collection(client, S.db, "users");
+    bson_oid_t oid;
+    bson_oid_init_from_string(&oid, id);
+    bson_t *filter = BCON_NEW("_id", BCON_OID(&oid));
+    assert_true(mongoc_collection_delete_one(users, filter, NULL, NULL, NULL));
+    bson_destroy(filter);
+    mongoc_collection_destroy(users);
+    mongoc_client_destroy(client);
+    for (int k = 0; k < 2; k++) {
+        cJSON *j = call("GET", paths[k], auth, NULL, &r);
+        assert_int_equal(r.status, 404);
+        assert_string_equal(str(j, "message"), "No such user.");
         cJSON_Delete(j);
         rw_test_response_free(&r);
     }
+    /* ...and the refresh tokens of its logins stop working. */
+    assert_int_equal(post_refresh("/auth/refresh", str(t, "refresh_token"), NULL), 401);
     cJSON_Delete(t);
     free(id);
 }
 
-/* The claims path of /auth/me: once the gateway's JWT authorizer runs, the
- * function trusts requestContext.authorizer.jwt.claims. The gateway does not
- * fill them yet, so the bootstrap is run against a small Runtime API here that
- * hands it events shaped as the authorizer will make them. */
+/* The claims path of /auth/me on its own: the bootstrap run against a small
+ * Runtime API here, with events shaped as the gateway's JWT authorizer makes
+ * them (every claim a string), so the function's side is pinned down
+ * whatever the gateway does: claims trusted without any token, an unknown
+ * sub is 404, an ID token's claims are refused, no claims and no token 401. */
 static struct {
     pthread_mutex_t mu;
-    const char *events[4];
+    const char *events[8];
     size_t n_events, next;
-    char *answers[4];
+    char *answers[8];
     size_t n_answers;
     rw_http_server_t *server;
     int port;
@@ -828,7 +911,7 @@ static struct {
 static void on_answer_body(rw_http_req_t *req, int status, const char *body, size_t len)
 {
     pthread_mutex_lock(&RT.mu);
-    if (status == 0 && RT.n_answers < 4)
+    if (status == 0 && RT.n_answers < 8)
         RT.answers[RT.n_answers++] = strndup(body, len);
     pthread_mutex_unlock(&RT.mu);
     rw_http_respond(req, 202, NULL, 0, "{}", 2);
@@ -876,28 +959,30 @@ static void stop_runtime_api(uv_loop_t *loop, void *arg)
 static void me_trusts_the_authorizer_claims(void **state)
 {
     char *id = signup("", "jon", "jon@example.com");
-    char with_claims[1024], stranger[1024];
-    const char *shape = "{\"version\":\"2.0\",\"routeKey\":\"GET /auth/me\",\"rawPath\":"
-                        "\"/auth/me\",\"headers\":{},\"requestContext\":{\"authorizer\":{\"jwt\":{"
-                        "\"claims\":{\"sub\":\"%s\",\"iss\":\"" ISSUER "\"},\"scopes\":null}}},"
-                        "\"isBase64Encoded\":false}";
-    snprintf(with_claims, sizeof with_claims, shape, id);
-    snprintf(stranger, sizeof stranger, shape, "0123456789abcdef01234567");
+    char with_claims[1024], stranger[1024], id_token[1024];
+    const char *shape =
+        "{\"version\":\"2.0\",\"routeKey\":\"GET /auth/me\",\"rawPath\":\"/auth/me\","
+        "\"headers\":{},\"requestContext\":{\"authorizer\":{\"jwt\":{\"claims\":{\"sub\":\"%s\","
+        "\"iss\":\"%s\",\"token_use\":\"%s\"},\"scopes\":null}}},\"isBase64Encoded\":false}";
+    snprintf(with_claims, sizeof with_claims, shape, id, S.issuer, "access");
+    snprintf(stranger, sizeof stranger, shape, "0123456789abcdef01234567", S.issuer, "access");
+    snprintf(id_token, sizeof id_token, shape, id, S.issuer, "id");
     RT.events[0] = with_claims;
     RT.events[1] = stranger;
     RT.events[2] = "{\"version\":\"2.0\",\"rawPath\":\"/auth/me\",\"headers\":{},"
                    "\"requestContext\":{}}";
-    RT.n_events = 3;
+    RT.events[3] = id_token;
+    RT.n_events = 4;
     rw_test_loop_t *loop = rw_test_loop_start(start_runtime_api, NULL);
 
-    char api[64], bin[1024], uri[1024], db[128], log[700];
+    char api[64], bin[1024], uri[1024], db[128], log[700], iss[128];
+    snprintf(iss, sizeof iss, "TOKEN_ISSUER=%s", S.issuer);
     snprintf(api, sizeof api, "AWS_LAMBDA_RUNTIME_API=127.0.0.1:%d", RT.port);
     snprintf(bin, sizeof bin, "%s/functions/auth/userpool/bootstrap", getenv("RW_BINARY_DIR"));
     snprintf(uri, sizeof uri, "MONGODB_URI=%s", rw_test_mongo_uri());
     snprintf(db, sizeof db, "DATABASE_NAME=%s", S.db);
     snprintf(log, sizeof log, "%s/me-direct.log", S.dir);
-    const char *set[] = {
-        api, "_HANDLER=me", uri, db, "TOKEN_ISSUER=" ISSUER, "TOKEN_AUDIENCE=" AUDIENCE, NULL};
+    const char *set[] = {api, "_HANDLER=me", uri, db, iss, "TOKEN_AUDIENCE=" AUDIENCE, NULL};
     const char *unset[] = {"USERPOOL_MASTER_KEY", NULL};
     char *argv[] = {bin, NULL};
     rw_test_proc_t fn;
@@ -908,10 +993,10 @@ static void me_trusts_the_authorizer_claims(void **state)
         status = rw_test_proc_stop(&fn, SIGKILL, 5000);
     assert_int_equal(rw_test_loop_stop(loop, stop_runtime_api, NULL), 0);
     assert_true(WIFEXITED(status));
-    assert_int_equal(RT.n_answers, 3);
+    assert_int_equal(RT.n_answers, 4);
 
-    int codes[3] = {200, 404, 401};
-    for (size_t i = 0; i < 3; i++) {
+    int codes[4] = {200, 404, 401, 401};
+    for (size_t i = 0; i < 4; i++) {
         cJSON *a = cJSON_Parse(RT.answers[i]);
         assert_non_null(a);
         assert_int_equal(cJSON_GetObjectItem(a, "statusCode")->valueint, codes[i]);
@@ -934,9 +1019,12 @@ static void openid_configuration(void **state)
     cJSON *d = call("GET", "/.well-known/openid-configuration", NULL, NULL, &r);
     assert_int_equal(r.status, 200);
     rw_test_response_free(&r);
-    assert_string_equal(str(d, "issuer"), ISSUER);
-    assert_string_equal(str(d, "jwks_uri"), ISSUER "/.well-known/jwks.json");
-    assert_string_equal(str(d, "userinfo_endpoint"), ISSUER "/auth/me");
+    char url[128];
+    assert_string_equal(str(d, "issuer"), S.issuer);
+    snprintf(url, sizeof url, "%s/.well-known/jwks.json", S.issuer);
+    assert_string_equal(str(d, "jwks_uri"), url);
+    snprintf(url, sizeof url, "%s/auth/me", S.issuer);
+    assert_string_equal(str(d, "userinfo_endpoint"), url);
     const char *arrays[] = {"response_types_supported", "subject_types_supported",
                             "id_token_signing_alg_values_supported", "scopes_supported",
                             "claims_supported"};

@@ -550,10 +550,22 @@ void up_on_me(rw_invocation_t *inv)
 
     if (!db_begin(inv, &db))
         return;
+    /* The gateway's JWT authorizer verified the token and passed its claims
+     * (as strings): trusted, as a function behind API Gateway trusts them.
+     * It accepts ID tokens too (their aud matches); only access tokens are
+     * for API calls, as in the bearer path below. */
     const cJSON *claims = up_event_jwt_claims(inv->event);
     const char *claimed = json_str(claims, "sub");
+    const char *use = json_str(claims, "token_use");
     if (claimed != NULL) {
+        if (use != NULL && strcmp(use, "access") != 0) {
+            rw_runtime_log(inv, RW_RUNTIME_INFO, "me: authorizer claims refused (token_use %s)",
+                           use);
+            up_respond_message(inv, 401, "Unauthorized");
+            goto out;
+        }
         snprintf(sub, sizeof sub, "%s", claimed);
+        rw_runtime_log(inv, RW_RUNTIME_INFO, "me: user %s from the authorizer's claims", sub);
     } else {
         rw_jwt_status_t status =
             verify_bearer(&db, up_event_header(inv->event, "authorization"), sub);
@@ -567,6 +579,7 @@ void up_on_me(rw_invocation_t *inv)
             up_respond_message(inv, 401, "Unauthorized");
             goto out;
         }
+        rw_runtime_log(inv, RW_RUNTIME_INFO, "me: user %s from a bearer token verified here", sub);
     }
     if ((rc = up_user_find_by_id(&db, sub, &user)) != 0) {
         respond_internal(inv, &db, "me", rc);
