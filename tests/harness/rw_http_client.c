@@ -581,3 +581,28 @@ void rw_test_rmtree(const char *path)
     if (path && path[0] == '/')
         nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
+
+static const char *grep_needle;
+static int grep_hits;
+
+static int grep_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)ftw;
+    if (flag != FTW_F || !S_ISREG(st->st_mode))
+        return 0;
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    while (f && fgets(line, sizeof line, f))
+        grep_hits += strstr(line, grep_needle) != NULL;
+    if (f)
+        fclose(f);
+    return 0;
+}
+
+int rw_test_grep_tree(const char *dir, const char *needle)
+{
+    grep_needle = needle;
+    grep_hits = 0;
+    nftw(dir, grep_entry, 16, FTW_PHYS);
+    return grep_hits;
+}

@@ -99,4 +99,8 @@ void rw_test_rmtree(const char *path);
 /** Sleeps ms milliseconds. */
 void rw_test_sleep_ms(int ms);
 
+
+
+/** Lines containing needle in every regular file under dir (recursively). */
+int rw_test_grep_tree(const char *dir, const char *needle);
 #endif
