@@ -132,7 +132,7 @@ static const char *fn_bin(void)
 {
     static char path[1024];
     const char *dir = getenv("RW_BINARY_DIR");
-    snprintf(path, sizeof path, "%s/functions/samples/rw_fn_test", dir ? dir : ".");
+    snprintf(path, sizeof path, "%s/functions/samples/test/bootstrap", dir ? dir : ".");
     return path;
 }
 

@@ -1,6 +1,6 @@
 /* rw_fn_test: the sample function the runtime, environment-manager and queue
- * tests run. One binary, many behaviours: $_HANDLER picks one (see README.md
- * beside this file for each handler's event). */
+ * tests run. One binary, many behaviours: $_HANDLER picks one (see
+ * functions/samples/README.md for each handler's event). */
 #include "reelway/runtime.h"
 
 #include <mongoc/mongoc.h>
