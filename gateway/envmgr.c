@@ -571,9 +571,12 @@ static void on_env_exit(uv_process_t *p, int64_t exit_status, int term_signal)
             if (e->init_error)
                 invoke_finish(inv, RW_INVOKE_INIT_ERROR, e->init_error, strlen(e->init_error),
                               e->init_error_type ? e->init_error_type : "Runtime.InitError");
-            else if (e->fail_type && !strcmp(e->fail_type, "init-timeout"))
-                invoke_fail(inv, RW_INVOKE_INIT_ERROR, "Runtime.InitTimeout",
-                            "the init phase did not finish within 10 seconds");
+            else if (e->fail_type && !strcmp(e->fail_type, "init-timeout")) {
+                char msg[128];
+                snprintf(msg, sizeof msg, "the init phase did not finish within %.3g seconds",
+                         (double)m->opts.init_timeout_ms / 1000);
+                invoke_fail(inv, RW_INVOKE_INIT_ERROR, "Runtime.InitTimeout", msg);
+            }
             else {
                 char msg[320];
                 snprintf(msg, sizeof msg, "Runtime exited without providing a reason (%s)", why);
@@ -621,6 +624,8 @@ static void on_env_timer(uv_timer_t *t)
     env_t *e = t->data;
     switch (e->state) {
     case ENV_STARTING:
+        log_printf(e, "INIT_REPORT Init Duration: %.2f ms\tPhase: init\tStatus: timeout\n",
+                   (double)(uv_hrtime() - e->spawn_ns) / 1e6);
         env_kill(e, "init-timeout");
         break;
     case ENV_BUSY:
