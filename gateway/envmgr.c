@@ -36,6 +36,9 @@
 #else
 #define KILL_GRACE_MS 2000
 #endif
+/* How long an environment that answered is expected back for more work
+ * (GET .../next) before a waiting call stops counting on it. */
+#define NEXT_GRACE_MS 500
 
 extern char **environ;
 
@@ -72,6 +75,7 @@ struct env_s {
     uv_timer_t timer;
     int handles;                  /* open libuv handles, plus the API server */
     bool exited, killed, closing;
+    bool late;                    /* answered, but not back for more work in NEXT_GRACE_MS */
     int64_t exit_status;
     int term_signal;
     rw_http_server_t *api;
@@ -129,6 +133,7 @@ struct rw_fnmgr_s {
 
 static void env_kill(env_t *e, const char *why);
 static void fn_pump(fn_t *f);
+static void on_env_timer(uv_timer_t *t);
 static void on_api_request(rw_http_req_t *req, void *arg);
 
 /* ---- small utilities ------------------------------------------------------- */
@@ -314,6 +319,10 @@ static void invoke_finish(rw_invoke_t *inv, rw_invoke_status_t status, const cha
     if (e) {
         e->inv = NULL;
         uv_timer_stop(&e->timer);
+        if (!e->exited && !e->killed) {
+            e->late = false;
+            uv_timer_start(&e->timer, on_env_timer, NEXT_GRACE_MS, 0);
+        }
         drain_pipes(e);
         double ms = (double)(uv_hrtime() - inv->dispatch_ns) / 1e6;
         int mem = e->proc.pid > 0 ? max_memory_mb(e->proc.pid) : 0;
@@ -629,8 +638,14 @@ static void on_env_timer(uv_timer_t *t)
         env_kill(e, "init-timeout");
         break;
     case ENV_BUSY:
-        if (e->inv)
+        if (e->inv) {
             env_kill(e, "timeout");
+        } else {
+            /* It answered but has not asked for more work: calls waiting
+             * for it get an environment of their own. */
+            e->late = true;
+            fn_pump(e->fn);
+        }
         break;
     case ENV_IDLE:
         env_kill(e, "idle");
@@ -905,7 +920,14 @@ static void fn_pump(fn_t *f)
             live++;
     while (live < f->provisioned_here && env_spawn(f, true))
         live++;
-    while (f->queued > f->starting) {
+    /* An environment that has answered asks for more work a moment later: a
+     * call that arrives in between waits for it rather than starting another
+     * (a caller that calls again as soon as it has its answer stays warm). */
+    int returning = 0;
+    for (env_t *e = f->envs; e; e = e->next)
+        if (e->state == ENV_BUSY && !e->inv && !e->killed && !e->late)
+            returning++;
+    while (f->queued > f->starting + returning) {
         if (m->n_envs >= m->opts.max_environments) {
             /* Make room: reap an idle environment of another function. */
             env_t *victim = NULL;
@@ -976,13 +998,13 @@ static void api_next(env_t *e, rw_http_req_t *req)
         uv_timer_stop(&e->timer);
     }
     e->state = ENV_IDLE;
+    e->late = false;
     e->next_req = req;
     req->data = e;
     rw_http_req_on_abort(req, on_next_abort);
-    if (!e->provisioned && e->m->opts.idle_ms) {
-        uv_timer_stop(&e->timer);
+    uv_timer_stop(&e->timer);
+    if (!e->provisioned && e->m->opts.idle_ms)
         uv_timer_start(&e->timer, on_env_timer, e->m->opts.idle_ms, 0);
-    }
     fn_pump(f);
 }
 

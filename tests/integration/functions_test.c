@@ -686,6 +686,42 @@ static void init_over_the_limit_fails_the_cold_start(void **state)
     cJSON_Delete(j);
 }
 
+/* One worker: its environment serves call after call, counting them. Each
+ * call is made as soon as the previous answer is in, while the environment
+ * has not yet asked for more work: it is waited for, no other is started. */
+static void warm_environment_is_reused(void **state)
+{
+    pid_t pid = 0;
+    char first_id[64] = "";
+    for (int call_no = 1; call_no <= 20; call_no++) {
+        rw_test_response_t r;
+        cJSON *j = call(&MAIN, "GET", "/counter", NULL, 200, &r);
+        assert_int_equal(int_at(j, "count"), call_no);
+        if (call_no == 1)
+            pid = int_at(j, "pid");
+        assert_int_equal(int_at(j, "pid"), pid);
+        cJSON_Delete(j);
+        rw_test_response_free(&r);
+    }
+    assert_int_equal(the_env(&MAIN, "Counter"), pid);
+    assert_int_equal(function_logs(&MAIN, "Counter", logbuf, sizeof logbuf), 1);
+    /* Only the first REPORT has an Init Duration: the others were warm. */
+    const char *logs = wait_log(&MAIN, "Counter", "REPORT RequestId");
+    int reports = 0, with_init = 0;
+    for (const char *p = logs; (p = strstr(p, "REPORT RequestId: ")); p++) {
+        size_t n = strcspn(p, "\n");
+        reports++;
+        if (memmem(p, n, "\tInit Duration: ", 16)) {
+            with_init++;
+            snprintf(first_id, sizeof first_id, "%.36s", p + 18);
+        }
+    }
+    assert_int_equal(reports, 20);
+    assert_int_equal(with_init, 1);
+    const char *first_start = strstr(logs, "START RequestId: ");
+    assert_memory_equal(first_start + 17, first_id, 36);
+}
+
 static void standard_environment_variables(void **state)
 {
     cJSON *a = get(&MAIN, "/env", 200);
@@ -979,6 +1015,7 @@ int main(void)
         cmocka_unit_test(crash_is_502_and_replaces_the_environment),
         cmocka_unit_test(init_error_is_502_and_logged),
         cmocka_unit_test(init_over_the_limit_fails_the_cold_start),
+        cmocka_unit_test(warm_environment_is_reused),
         cmocka_unit_test(standard_environment_variables),
         cmocka_unit_test(streamed_response_with_the_http_prelude),
         cmocka_unit_test(stream_failing_midway_is_cut),
