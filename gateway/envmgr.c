@@ -83,8 +83,9 @@ struct env_s {
     rw_http_req_t *next_req;      /* a parked GET .../invocation/next */
     rw_invoke_t *inv;             /* dispatched, not yet answered */
     uint64_t spawn_ns;
-    double init_ms;               /* reported with the first invocation, then 0 */
-    bool init_reported;
+    double init_ms;               /* how long its init took */
+    uint64_t ready_ns;            /* when its init ended (its first GET .../next) */
+    bool served;                  /* it has been given an invocation */
     char *init_error;             /* body of POST .../init/error */
     char *init_error_type;
     const char *fail_type;        /* why it is being killed (timeout, init timeout, ...) */
@@ -110,7 +111,7 @@ struct rw_invoke_s {
     char *collect;                /* a streamed body collected for a caller without stream_data */
     size_t collect_len, collect_cap;
     bool detached;                /* the caller is gone: finish silently */
-    bool cold;                    /* dispatched to a fresh environment */
+    bool cold;                    /* it waited for its environment's init */
     char content_type[128];       /* of a streamed response */
     bool done;
 };
@@ -328,11 +329,8 @@ static void invoke_finish(rw_invoke_t *inv, rw_invoke_status_t status, const cha
         int mem = e->proc.pid > 0 ? max_memory_mb(e->proc.pid) : 0;
         log_printf(e, "END RequestId: %s\n", inv->id);
         char init[64] = "";
-        if (!e->init_reported) {
-            e->init_reported = true;
-            inv->cold = true;
+        if (inv->cold)
             snprintf(init, sizeof init, "\tInit Duration: %.2f ms", e->init_ms);
-        }
         log_printf(e,
                    "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %.0f ms\t"
                    "Memory Size: %d MB\tMax Memory Used: %d MB%s%s%s\n",
@@ -871,6 +869,12 @@ static void dispatch(env_t *e, rw_invoke_t *inv)
     e->state = ENV_BUSY;
     e->inv = inv;
     inv->env = e;
+    /* A cold start is a call that waited for an init: the first call of an
+     * environment started for it. A provisioned (or otherwise already
+     * initialized) environment serves its first call warm, as in Lambda,
+     * where its REPORT has no Init Duration. */
+    inv->cold = !e->served && e->ready_ns > inv->queued_ns;
+    e->served = true;
     inv->dispatch_ns = uv_hrtime();
     inv->deadline_ms = epoch_ms() + (int64_t)f->cfg.timeout_s * 1000;
     log_printf(e, "START RequestId: %s Version: $LATEST\n", inv->id);
@@ -993,7 +997,13 @@ static void api_next(env_t *e, rw_http_req_t *req)
                     "the runtime asked for the next invocation without answering this one");
     }
     if (e->state == ENV_STARTING) {
-        e->init_ms = (double)(uv_hrtime() - e->spawn_ns) / 1e6;
+        e->ready_ns = uv_hrtime();
+        e->init_ms = (double)(e->ready_ns - e->spawn_ns) / 1e6;
+        /* A provisioned environment's init happens before any call: it is
+         * reported now, as Lambda does, not with a first invocation. */
+        if (e->provisioned)
+            log_printf(e, "INIT_REPORT Init Duration: %.2f ms\tPhase: init\tStatus: success\n",
+                       e->init_ms);
         f->starting--;
         uv_timer_stop(&e->timer);
     }

@@ -416,6 +416,20 @@ static void provisioned_environment_is_warm_before_the_first_call(void **state)
     assert_int_equal(int_at(j, "count"), 2);
     assert_int_equal(int_at(j, "pid"), (int)pid);
     cJSON_Delete(j);
+
+    /* Its init was reported on its own, before the first call; no call was a
+     * cold start: no REPORT has an Init Duration, the metrics count none. */
+    const char *logs = wait_log(&MAIN, "Provisioned", "REPORT RequestId: ");
+    const char *init = strstr(logs, "INIT_REPORT Init Duration: ");
+    assert_non_null(init);
+    assert_true(init < strstr(logs, "START RequestId: "));
+    assert_non_null(strstr(init, "\tPhase: init\tStatus: success\n"));
+    assert_null(strstr(logs, "\tInit Duration: "));
+    assert_int_equal(rw_test_http(MAIN.port, "GET", "/_/metrics", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(
+        strstr(r.body, "reelway_function_cold_starts_total{function=\"Provisioned\"} 0\n"));
+    rw_test_response_free(&r);
 }
 
 /* The slow reader's side of a chunked body: checks the framing and that byte
@@ -720,6 +734,10 @@ static void warm_environment_is_reused(void **state)
     assert_int_equal(with_init, 1);
     const char *first_start = strstr(logs, "START RequestId: ");
     assert_memory_equal(first_start + 17, first_id, 36);
+    rw_test_response_t r;
+    assert_int_equal(rw_test_http(MAIN.port, "GET", "/_/metrics", NULL, NULL, 0, &r), 0);
+    assert_non_null(strstr(r.body, "reelway_function_cold_starts_total{function=\"Counter\"} 1\n"));
+    rw_test_response_free(&r);
 }
 
 static void standard_environment_variables(void **state)
