@@ -84,6 +84,7 @@ struct env_s {
     rw_invoke_t *inv;             /* dispatched, not yet answered */
     uint64_t spawn_ns;
     double init_ms;               /* how long its init took */
+    int peak_mb;                  /* its VmHWM when last measured (before a kill, after a call) */
     uint64_t ready_ns;            /* when its init ended (its first GET .../next) */
     bool served;                  /* it has been given an invocation */
     char *init_error;             /* body of POST .../init/error */
@@ -201,6 +202,17 @@ static int max_memory_mb(int pid)
             break;
     fclose(f);
     return (int)((kb + 1023) / 1024);
+}
+
+/* Now as Lambda's log lines write it: 2024-05-01T12:00:00.123Z. */
+static void iso_time(char *out, size_t len)
+{
+    int64_t ms = epoch_ms();
+    time_t sec = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
 /* Appends bytes to the environment's log (and our stdout when asked). */
@@ -326,7 +338,12 @@ static void invoke_finish(rw_invoke_t *inv, rw_invoke_status_t status, const cha
         }
         drain_pipes(e);
         double ms = (double)(uv_hrtime() - inv->dispatch_ns) / 1e6;
-        int mem = e->proc.pid > 0 ? max_memory_mb(e->proc.pid) : 0;
+        /* A process that is gone cannot be asked (and its pid may be another
+         * process's by now): then its last measure stands. */
+        int mem = !e->exited && e->proc.pid > 0 ? max_memory_mb(e->proc.pid) : 0;
+        if (mem > e->peak_mb)
+            e->peak_mb = mem;
+        mem = e->peak_mb;
         log_printf(e, "END RequestId: %s\n", inv->id);
         char init[64] = "";
         if (inv->cold)
@@ -637,6 +654,14 @@ static void on_env_timer(uv_timer_t *t)
         break;
     case ENV_BUSY:
         if (e->inv) {
+            /* Lambda's line, and the memory measured while it still runs. */
+            char when[32];
+            iso_time(when, sizeof when);
+            log_printf(e, "%s %s Task timed out after %d.00 seconds\n", when, e->inv->id,
+                       e->fn->cfg.timeout_s);
+            int mem = max_memory_mb(e->proc.pid);
+            if (mem > e->peak_mb)
+                e->peak_mb = mem;
             env_kill(e, "timeout");
         } else {
             /* It answered but has not asked for more work: calls waiting

@@ -641,7 +641,17 @@ static void timeout_is_504_and_replaces_the_environment(void **state)
     cJSON_Delete(j);
     rw_test_response_free(&r);
     assert_true(wait_gone(before, 10000));
-    wait_log(&MAIN, "Slow", "\tStatus: timeout");
+    /* Lambda's lines: the timeout, then a REPORT with its status and the
+     * memory measured before the kill. */
+    const char *logs = wait_log(&MAIN, "Slow", "\tStatus: timeout");
+    const char *said = strstr(logs, " Task timed out after 1.00 seconds\n");
+    assert_non_null(said);
+    const char *report = strstr(said, "REPORT RequestId: ");
+    assert_non_null(report);
+    const char *mem = strstr(report, "\tMax Memory Used: ");
+    assert_non_null(mem);
+    assert_true(mem < strstr(report, "\tStatus: timeout"));
+    assert_true(atoi(mem + strlen("\tMax Memory Used: ")) > 0);
 
     /* The next call gets a new environment. */
     j = get(&MAIN, "/sleep?ms=10", 200);
