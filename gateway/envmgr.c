@@ -869,10 +869,13 @@ static env_t *env_spawn(fn_t *f, bool provisioned)
      * stacks): allocations past it fail, as they would in Lambda. Not in a
      * sanitizer build: its C functions are instrumented too, and ASan's
      * shadow memory (terabytes, reserved at start) counts against the limit,
-     * so they could not start. */
+     * so they could not start. The function's log says so. */
 #if !defined(__SANITIZE_ADDRESS__)
     struct rlimit lim = {(rlim_t)f->cfg.memory_mb << 20, (rlim_t)f->cfg.memory_mb << 20};
     prlimit(e->proc.pid, RLIMIT_DATA, &lim, NULL);
+#else
+    log_printf(e, "reelway: MemorySize (%d MB) is not enforced in a sanitizer build\n",
+               f->cfg.memory_mb);
 #endif
     uv_read_start((uv_stream_t *)&e->out, on_pipe_alloc, on_pipe_read);
     uv_read_start((uv_stream_t *)&e->err, on_pipe_alloc, on_pipe_read);
