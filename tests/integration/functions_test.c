@@ -1041,9 +1041,21 @@ static void payload_limits(void **state)
     assert_int_equal(r.status, 200);
     assert_int_equal(r.body_len, 1000);
     rw_test_response_free(&r);
-    /* ...one over 6 MB does not. */
+    pid_t pid = the_env(&MAIN, "Blob");
+    /* ...one over 6 MB does not: the Runtime API refuses it (413) before it
+     * has all of it; both sides log it. */
     expect_message(&MAIN, "/blob?bytes=7000000", 502, "Internal server error");
-    wait_log(&MAIN, "Blob", "Function.ResponseSizeTooLarge");
+    wait_log(&MAIN, "Blob", "Function.ResponseSizeTooLarge: response payload over 6 MB");
+    wait_log(&MAIN, "Blob", "\tERROR\tFunction.ResponseSizeTooLarge: the response is larger");
+    /* The function carries on in the same environment. */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(rw_test_http(MAIN.port, "GET", "/blob?bytes=10", NULL, NULL, 0, &r), 0);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body, "abcdefghij");
+        rw_test_response_free(&r);
+    }
+    assert_int_equal(the_env(&MAIN, "Blob"), pid);
+    assert_true(rw_test_pid_alive(pid));
 }
 
 int main(void)
