@@ -104,26 +104,28 @@ static void server_start(server_t *s, const char *workers, const char *const ext
     assert_true(s->port > 0);
 }
 
-/* Fails on any sanitizer report in the function logs or reelway's own: the
- * function processes' reports land there, not in the test's output. */
-static void check_no_sanitizer_report(const char *path)
+/* Whether a file holds a sanitizer report (printed with the file). */
+static bool has_sanitizer_report(const char *path)
 {
     FILE *f = fopen(path, "r");
     char line[4096];
-    while (f && fgets(line, sizeof line, f)) {
-        if (strstr(line, "Sanitizer") || strstr(line, "runtime error:")) {
-            fprintf(stderr, "%s: %s", path, line);
-            dump_file(path);
-            fail_msg("a sanitizer report in %s", path);
-        }
-    }
+    bool found = false;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = strstr(line, "Sanitizer") || strstr(line, "runtime error:");
     if (f)
         fclose(f);
+    if (found) {
+        fprintf(stderr, "%s: %s", path, line);
+        dump_file(path);
+    }
+    return found;
 }
 
+/* Fails on any sanitizer report in the function logs or reelway's own: the
+ * function processes' reports land there, not in the test's output. */
 static void check_logs_clean(const server_t *s)
 {
-    check_no_sanitizer_report(s->log);
+    bool dirty = has_sanitizer_report(s->log);
     char logs[700];
     snprintf(logs, sizeof logs, "%s/logs", s->dir);
     DIR *d = opendir(logs);
@@ -140,13 +142,15 @@ static void check_logs_clean(const server_t *s)
                 continue;
             char path[1400];
             snprintf(path, sizeof path, "%s/%s", dir, ent->d_name);
-            check_no_sanitizer_report(path);
+            dirty |= has_sanitizer_report(path);
         }
         if (fd)
             closedir(fd);
     }
     if (d)
         closedir(d);
+    if (dirty)
+        fail_msg("a sanitizer report in the logs under %s (above)", s->dir);
 }
 
 /* SIGTERM: reelway stops its workers and every environment, and exits 0. */
@@ -186,12 +190,15 @@ static cJSON *call(const server_t *s, const char *method, const char *path, cons
     if (r->status != expect_status) {
         fprintf(stderr, "%s %s -> %d %.500s\n", method, path, r->status, r->body);
         dump_file(s->log);
+        rw_test_response_free(r);
+        fail_msg("%s %s: status %d, expected %d", method, path, r->status, expect_status);
     }
-    assert_int_equal(r->status, expect_status);
     cJSON *j = cJSON_Parse(r->body);
-    if (j == NULL)
+    if (j == NULL) {
         fprintf(stderr, "%s %s: not JSON: %.300s\n", method, path, r->body);
-    assert_non_null(j);
+        rw_test_response_free(r);
+        fail_msg("%s %s: the answer is not JSON", method, path);
+    }
     return j;
 }
 
