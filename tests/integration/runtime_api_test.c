@@ -961,11 +961,13 @@ static void response_413_midstream_fails_the_writes_and_the_function_carries_on(
     fixture_t *f = fixture_new();
     f->srv.body_limit = 100 * 1000;
     fn_start(f, "stream", NULL);
-    push_event(f, "big-st", "{\"bytes\":4000000,\"chunk\":10000}", NULL);
+    /* More than the sockets between the two hold, so that the 413 (sent after
+     * 100 kB) always arrives before the handler could have written it all. */
+    push_event(f, "big-st", "{\"bytes\":64000000,\"chunk\":10000}", NULL);
     assert_true(wait_log(f, "\tbig-st\tERROR\tFunction.ResponseSizeTooLarge", 20000));
-    /* The handler saw its stream fail and stopped writing long before 4 MB. */
+    /* The handler saw its stream fail and stopped writing long before 64 MB. */
     assert_true(wait_log(f, "\tbig-st\tWARN\tstream: the response stream failed", 10000));
-    assert_false(log_contains(f, "stream: 4000000 of 4000000"));
+    assert_false(log_contains(f, "stream: 64000000 of 64000000"));
     push_event(f, "small-st", "{\"bytes\":10}", NULL);
     char *body = NULL;
     assert_true(wait_rec(f, "POST", "/invocation/small-st/response", 0, 10000, NULL, &body));
