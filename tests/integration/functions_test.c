@@ -45,6 +45,9 @@ typedef struct server_s {
 /* The server most tests share: one worker, so that warm environments, their
  * counters and their processes are deterministic. */
 static server_t MAIN;
+/* A test's own server (other options), stopped by stop_other if the test
+ * failed before it could stop it. */
+static server_t OTHER;
 
 static long now_ms(void)
 {
@@ -101,9 +104,12 @@ static void server_start(server_t *s, const char *workers, const char *const ext
                            "REELWAY_INIT_TIMEOUT_MS", NULL};
     assert_int_equal(rw_test_proc_start(&s->proc, argv, set, unset, s->log), 0);
     s->port = rw_test_wait_int_file(port_file, 60000);
-    if (s->port <= 0)
+    if (s->port <= 0) {
         dump_file(s->log);
-    assert_true(s->port > 0);
+        rw_test_proc_stop(&s->proc, SIGKILL, 10000);
+        s->proc.pid = 0;
+        fail_msg("reelway did not start (its log is above)");
+    }
 }
 
 /* Whether a file holds a sanitizer report (printed with the file). */
@@ -159,12 +165,23 @@ static void check_logs_clean(const server_t *s)
 static void server_stop(server_t *s)
 {
     int status = rw_test_proc_stop(&s->proc, SIGTERM, 30000);
+    s->proc.pid = 0; /* reaped: never signal that pid again */
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         dump_file(s->log);
         fail_msg("reelway exited with status %d", status);
     }
     check_logs_clean(s);
     rw_test_rmtree(s->dir);
+}
+
+static int stop_other(void **state)
+{
+    if (OTHER.proc.pid > 0) {
+        rw_test_proc_stop(&OTHER.proc, SIGTERM, 30000);
+        OTHER.proc.pid = 0;
+        rw_test_rmtree(OTHER.dir);
+    }
+    return 0;
 }
 
 static int setup(void **state)
@@ -913,17 +930,17 @@ static void reserved_concurrency_zero_always_throttles(void **state)
  * counters are shared); once it ends, calls go through again. */
 static void reserved_concurrency_throttles_across_workers(void **state)
 {
-    server_t two;
-    server_start(&two, "2", NULL);
-    int fd = rw_test_connect(two.port);
+    server_t *two = &OTHER;
+    server_start(two, "2", NULL);
+    int fd = rw_test_connect(two->port);
     assert_true(fd >= 0);
     const char *slow = "GET /one-at-a-time?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n";
     assert_int_equal(rw_test_send(fd, slow, strlen(slow)), 0);
     /* In flight once its environment started it. */
-    wait_log(&two, "OneAtATime", "START RequestId: ");
+    wait_log(two, "OneAtATime", "START RequestId: ");
     for (int i = 0; i < 4; i++) {
         rw_test_response_t r;
-        assert_int_equal(rw_test_http(two.port, "GET", "/one-at-a-time?ms=1", NULL, NULL, 0, &r),
+        assert_int_equal(rw_test_http(two->port, "GET", "/one-at-a-time?ms=1", NULL, NULL, 0, &r),
                          0);
         assert_int_equal(r.status, 429);
         assert_string_equal(r.body, "{\"message\":\"Too Many Requests\"}");
@@ -935,32 +952,32 @@ static void reserved_concurrency_throttles_across_workers(void **state)
     assert_string_equal(r.body, "{\"slept_ms\":5000}");
     rw_test_response_free(&r);
     close(fd);
-    cJSON *j = get(&two, "/one-at-a-time?ms=1", 200);
+    cJSON *j = get(two, "/one-at-a-time?ms=1", 200);
     assert_int_equal(int_at(j, "slept_ms"), 1);
     cJSON_Delete(j);
-    server_stop(&two);
+    server_stop(two);
 }
 
 /* --function-idle-ms: an idle environment is stopped; the next call starts a
  * new one (a cold start). Provisioned environments are kept. */
 static void idle_environments_are_reaped(void **state)
 {
-    server_t s;
+    server_t *s = &OTHER;
     const char *idle[] = {"--function-idle-ms", "300", NULL};
-    server_start(&s, "1", idle);
-    pid_t provisioned = the_env(&s, "Provisioned");
+    server_start(s, "1", idle);
+    pid_t provisioned = the_env(s, "Provisioned");
     rw_test_response_t r;
-    cJSON *j = call(&s, "GET", "/counter", NULL, 200, &r);
+    cJSON *j = call(s, "GET", "/counter", NULL, 200, &r);
     pid_t first = int_at(j, "pid");
     assert_int_equal(int_at(j, "count"), 1);
     cJSON_Delete(j);
     rw_test_response_free(&r);
     assert_true(wait_gone(first, 20000));
     /* Stopped, not crashed: SIGTERM and a clean exit, no error in the log. */
-    function_logs(&s, "Counter", logbuf, sizeof logbuf);
+    function_logs(s, "Counter", logbuf, sizeof logbuf);
     assert_null(strstr(logbuf, "Runtime.ExitError"));
 
-    j = call(&s, "GET", "/counter", NULL, 200, &r);
+    j = call(s, "GET", "/counter", NULL, 200, &r);
     pid_t second = int_at(j, "pid");
     assert_int_not_equal(second, first);
     assert_int_equal(int_at(j, "count"), 1);
@@ -969,7 +986,7 @@ static void idle_environments_are_reaped(void **state)
     /* Two environments, two log streams, and both calls were cold starts. */
     int files = 0, cold = 0;
     for (long deadline = now_ms() + 20000; now_ms() < deadline && cold < 2; rw_test_sleep_ms(20)) {
-        files = function_logs(&s, "Counter", logbuf, sizeof logbuf);
+        files = function_logs(s, "Counter", logbuf, sizeof logbuf);
         cold = 0;
         for (const char *p = logbuf; (p = strstr(p, "\tInit Duration: ")); p++)
             cold++;
@@ -978,7 +995,7 @@ static void idle_environments_are_reaped(void **state)
     assert_int_equal(cold, 2);
 
     assert_true(rw_test_pid_alive(provisioned));
-    server_stop(&s);
+    server_stop(s);
 }
 
 /* Sanitizer builds (functions too) run without the limit: see envmgr.c. */
@@ -1085,8 +1102,8 @@ int main(void)
         cmocka_unit_test(streamed_response_with_the_http_prelude),
         cmocka_unit_test(stream_failing_midway_is_cut),
         cmocka_unit_test(reserved_concurrency_zero_always_throttles),
-        cmocka_unit_test(reserved_concurrency_throttles_across_workers),
-        cmocka_unit_test(idle_environments_are_reaped),
+        cmocka_unit_test_teardown(reserved_concurrency_throttles_across_workers, stop_other),
+        cmocka_unit_test_teardown(idle_environments_are_reaped, stop_other),
         cmocka_unit_test(memory_size_is_enforced),
         cmocka_unit_test(payload_limits),
     };
