@@ -151,6 +151,7 @@ int rw__app_build(rw_gateway_t *gw, char *why, size_t whylen)
             .node = gw->cfg.node,
             .node_ric = gw->cfg.node_ric,
             .idle_ms = gw->cfg.idle_ms,
+            .init_timeout_ms = gw->cfg.init_timeout_ms,
             .max_environments = gw->cfg.max_environments,
             .region = tpl->region,
             .db_uri = gw->db_uri,

@@ -65,6 +65,8 @@ static const option_t options[] = {
     {"--node-ric", "REELWAY_NODE_RIC", 's', S(node_ric), 0},
     {"--function-idle-ms", "REELWAY_FUNCTION_IDLE_MS", 'U', offsetof(rw_config_t, idle_ms), 0,
      86400000},
+    {"--init-timeout-ms", "REELWAY_INIT_TIMEOUT_MS", 'U', offsetof(rw_config_t, init_timeout_ms), 0,
+     900000},
     {"--max-environments", "REELWAY_MAX_ENVIRONMENTS", 'n', offsetof(rw_config_t, max_environments),
      0, 100000},
     {"--function-logs", "REELWAY_FUNCTION_LOGS", 'b', offsetof(rw_config_t, function_logs_stdout), 0,
@@ -161,6 +163,7 @@ int rw_config_load(rw_config_t *cfg, int argc, char **argv, FILE *err)
     cfg->idle_ms = 600000;
     cfg->async_retry_base_ms = 60000;
     strcpy(cfg->db_name, "reelway");
+    cfg->init_timeout_ms = 10000; /* Lambda's limit on the init phase */
     cfg->max_environments = 64;
     snprintf(cfg->source_dir, sizeof cfg->source_dir, "%s", REELWAY_SOURCE_DIR);
     snprintf(cfg->functions_dir, sizeof cfg->functions_dir, "%s", REELWAY_BINARY_DIR);

@@ -27,6 +27,7 @@ typedef struct rw_config_s {
     char node[4096];         /**< REELWAY_NODE: node binary */
     char node_ric[4096];     /**< REELWAY_NODE_RIC: aws-lambda-ric's bin/index.mjs */
     uint64_t idle_ms;        /**< REELWAY_FUNCTION_IDLE_MS: reap idle environments after (600000) */
+    uint64_t init_timeout_ms; /**< REELWAY_INIT_TIMEOUT_MS: a cold start's init must end within (10000) */
     int max_environments;    /**< REELWAY_MAX_ENVIRONMENTS: per worker (64) */
     bool function_logs_stdout; /**< REELWAY_FUNCTION_LOGS=on: copy function logs to stdout */
     uint64_t async_retry_base_ms; /**< REELWAY_ASYNC_RETRY_BASE_MS: first retry wait (60000) */

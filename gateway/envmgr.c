@@ -36,6 +36,9 @@
 #else
 #define KILL_GRACE_MS 2000
 #endif
+/* How long an environment that answered is expected back for more work
+ * (GET .../next) before a waiting call stops counting on it. */
+#define NEXT_GRACE_MS 500
 
 extern char **environ;
 
@@ -72,6 +75,7 @@ struct env_s {
     uv_timer_t timer;
     int handles;                  /* open libuv handles, plus the API server */
     bool exited, killed, closing;
+    bool late;                    /* answered, but not back for more work in NEXT_GRACE_MS */
     int64_t exit_status;
     int term_signal;
     rw_http_server_t *api;
@@ -79,8 +83,10 @@ struct env_s {
     rw_http_req_t *next_req;      /* a parked GET .../invocation/next */
     rw_invoke_t *inv;             /* dispatched, not yet answered */
     uint64_t spawn_ns;
-    double init_ms;               /* reported with the first invocation, then 0 */
-    bool init_reported;
+    double init_ms;               /* how long its init took */
+    int peak_mb;                  /* its VmHWM when last measured (before a kill, after a call) */
+    uint64_t ready_ns;            /* when its init ended (its first GET .../next) */
+    bool served;                  /* it has been given an invocation */
     char *init_error;             /* body of POST .../init/error */
     char *init_error_type;
     const char *fail_type;        /* why it is being killed (timeout, init timeout, ...) */
@@ -106,7 +112,7 @@ struct rw_invoke_s {
     char *collect;                /* a streamed body collected for a caller without stream_data */
     size_t collect_len, collect_cap;
     bool detached;                /* the caller is gone: finish silently */
-    bool cold;                    /* dispatched to a fresh environment */
+    bool cold;                    /* it waited for its environment's init */
     char content_type[128];       /* of a streamed response */
     bool done;
 };
@@ -129,6 +135,7 @@ struct rw_fnmgr_s {
 
 static void env_kill(env_t *e, const char *why);
 static void fn_pump(fn_t *f);
+static void on_env_timer(uv_timer_t *t);
 static void on_api_request(rw_http_req_t *req, void *arg);
 
 /* ---- small utilities ------------------------------------------------------- */
@@ -195,6 +202,17 @@ static int max_memory_mb(int pid)
             break;
     fclose(f);
     return (int)((kb + 1023) / 1024);
+}
+
+/* Now as Lambda's log lines write it: 2024-05-01T12:00:00.123Z. */
+static void iso_time(char *out, size_t len)
+{
+    int64_t ms = epoch_ms();
+    time_t sec = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
 /* Appends bytes to the environment's log (and our stdout when asked). */
@@ -314,16 +332,22 @@ static void invoke_finish(rw_invoke_t *inv, rw_invoke_status_t status, const cha
     if (e) {
         e->inv = NULL;
         uv_timer_stop(&e->timer);
+        if (!e->exited && !e->killed) {
+            e->late = false;
+            uv_timer_start(&e->timer, on_env_timer, NEXT_GRACE_MS, 0);
+        }
         drain_pipes(e);
         double ms = (double)(uv_hrtime() - inv->dispatch_ns) / 1e6;
-        int mem = e->proc.pid > 0 ? max_memory_mb(e->proc.pid) : 0;
+        /* A process that is gone cannot be asked (and its pid may be another
+         * process's by now): then its last measure stands. */
+        int mem = !e->exited && e->proc.pid > 0 ? max_memory_mb(e->proc.pid) : 0;
+        if (mem > e->peak_mb)
+            e->peak_mb = mem;
+        mem = e->peak_mb;
         log_printf(e, "END RequestId: %s\n", inv->id);
         char init[64] = "";
-        if (!e->init_reported) {
-            e->init_reported = true;
-            inv->cold = true;
+        if (inv->cold)
             snprintf(init, sizeof init, "\tInit Duration: %.2f ms", e->init_ms);
-        }
         log_printf(e,
                    "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %.0f ms\t"
                    "Memory Size: %d MB\tMax Memory Used: %d MB%s%s%s\n",
@@ -571,9 +595,12 @@ static void on_env_exit(uv_process_t *p, int64_t exit_status, int term_signal)
             if (e->init_error)
                 invoke_finish(inv, RW_INVOKE_INIT_ERROR, e->init_error, strlen(e->init_error),
                               e->init_error_type ? e->init_error_type : "Runtime.InitError");
-            else if (e->fail_type && !strcmp(e->fail_type, "init-timeout"))
-                invoke_fail(inv, RW_INVOKE_INIT_ERROR, "Runtime.InitTimeout",
-                            "the init phase did not finish within 10 seconds");
+            else if (e->fail_type && !strcmp(e->fail_type, "init-timeout")) {
+                char msg[128];
+                snprintf(msg, sizeof msg, "the init phase did not finish within %.3g seconds",
+                         (double)m->opts.init_timeout_ms / 1000);
+                invoke_fail(inv, RW_INVOKE_INIT_ERROR, "Runtime.InitTimeout", msg);
+            }
             else {
                 char msg[320];
                 snprintf(msg, sizeof msg, "Runtime exited without providing a reason (%s)", why);
@@ -621,11 +648,27 @@ static void on_env_timer(uv_timer_t *t)
     env_t *e = t->data;
     switch (e->state) {
     case ENV_STARTING:
+        log_printf(e, "INIT_REPORT Init Duration: %.2f ms\tPhase: init\tStatus: timeout\n",
+                   (double)(uv_hrtime() - e->spawn_ns) / 1e6);
         env_kill(e, "init-timeout");
         break;
     case ENV_BUSY:
-        if (e->inv)
+        if (e->inv) {
+            /* Lambda's line, and the memory measured while it still runs. */
+            char when[32];
+            iso_time(when, sizeof when);
+            log_printf(e, "%s %s Task timed out after %d.00 seconds\n", when, e->inv->id,
+                       e->fn->cfg.timeout_s);
+            int mem = max_memory_mb(e->proc.pid);
+            if (mem > e->peak_mb)
+                e->peak_mb = mem;
             env_kill(e, "timeout");
+        } else {
+            /* It answered but has not asked for more work: calls waiting
+             * for it get an environment of their own. */
+            e->late = true;
+            fn_pump(e->fn);
+        }
         break;
     case ENV_IDLE:
         env_kill(e, "idle");
@@ -826,10 +869,13 @@ static env_t *env_spawn(fn_t *f, bool provisioned)
      * stacks): allocations past it fail, as they would in Lambda. Not in a
      * sanitizer build: its C functions are instrumented too, and ASan's
      * shadow memory (terabytes, reserved at start) counts against the limit,
-     * so they could not start. */
+     * so they could not start. The function's log says so. */
 #if !defined(__SANITIZE_ADDRESS__)
     struct rlimit lim = {(rlim_t)f->cfg.memory_mb << 20, (rlim_t)f->cfg.memory_mb << 20};
     prlimit(e->proc.pid, RLIMIT_DATA, &lim, NULL);
+#else
+    log_printf(e, "reelway: MemorySize (%d MB) is not enforced in a sanitizer build\n",
+               f->cfg.memory_mb);
 #endif
     uv_read_start((uv_stream_t *)&e->out, on_pipe_alloc, on_pipe_read);
     uv_read_start((uv_stream_t *)&e->err, on_pipe_alloc, on_pipe_read);
@@ -851,6 +897,12 @@ static void dispatch(env_t *e, rw_invoke_t *inv)
     e->state = ENV_BUSY;
     e->inv = inv;
     inv->env = e;
+    /* A cold start is a call that waited for an init: the first call of an
+     * environment started for it. A provisioned (or otherwise already
+     * initialized) environment serves its first call warm, as in Lambda,
+     * where its REPORT has no Init Duration. */
+    inv->cold = !e->served && e->ready_ns > inv->queued_ns;
+    e->served = true;
     inv->dispatch_ns = uv_hrtime();
     inv->deadline_ms = epoch_ms() + (int64_t)f->cfg.timeout_s * 1000;
     log_printf(e, "START RequestId: %s Version: $LATEST\n", inv->id);
@@ -900,7 +952,14 @@ static void fn_pump(fn_t *f)
             live++;
     while (live < f->provisioned_here && env_spawn(f, true))
         live++;
-    while (f->queued > f->starting) {
+    /* An environment that has answered asks for more work a moment later: a
+     * call that arrives in between waits for it rather than starting another
+     * (a caller that calls again as soon as it has its answer stays warm). */
+    int returning = 0;
+    for (env_t *e = f->envs; e; e = e->next)
+        if (e->state == ENV_BUSY && !e->inv && !e->killed && !e->late)
+            returning++;
+    while (f->queued > f->starting + returning) {
         if (m->n_envs >= m->opts.max_environments) {
             /* Make room: reap an idle environment of another function. */
             env_t *victim = NULL;
@@ -966,18 +1025,24 @@ static void api_next(env_t *e, rw_http_req_t *req)
                     "the runtime asked for the next invocation without answering this one");
     }
     if (e->state == ENV_STARTING) {
-        e->init_ms = (double)(uv_hrtime() - e->spawn_ns) / 1e6;
+        e->ready_ns = uv_hrtime();
+        e->init_ms = (double)(e->ready_ns - e->spawn_ns) / 1e6;
+        /* A provisioned environment's init happens before any call: it is
+         * reported now, as Lambda does, not with a first invocation. */
+        if (e->provisioned)
+            log_printf(e, "INIT_REPORT Init Duration: %.2f ms\tPhase: init\tStatus: success\n",
+                       e->init_ms);
         f->starting--;
         uv_timer_stop(&e->timer);
     }
     e->state = ENV_IDLE;
+    e->late = false;
     e->next_req = req;
     req->data = e;
     rw_http_req_on_abort(req, on_next_abort);
-    if (!e->provisioned && e->m->opts.idle_ms) {
-        uv_timer_stop(&e->timer);
+    uv_timer_stop(&e->timer);
+    if (!e->provisioned && e->m->opts.idle_ms)
         uv_timer_start(&e->timer, on_env_timer, e->m->opts.idle_ms, 0);
-    }
     fn_pump(f);
 }
 

@@ -86,6 +86,7 @@ const rw_fn_config_t *rw_fnmgr_config(const rw_fnmgr_t *m, int fn);
 /**
  * Stops every environment (SIGTERM, SIGKILL after 2 s), fails what is queued,
  * closes every handle, frees the manager, then calls done (may be NULL).
+ * With no environment left to wait for, that happens before it returns.
  */
 void rw_fnmgr_close(rw_fnmgr_t *m, void (*done)(void *arg), void *arg);
 

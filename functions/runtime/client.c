@@ -276,10 +276,21 @@ static void request_finish(rw_runtime_t *rt, int err)
         done(rt, err, status);
 }
 
+static void request_retry_or_finish(rw_runtime_t *rt, int err, bool stale)
+{
+    rt_request_t *r = &rt->req;
+    if (stale) {
+        r->retried = true;
+        if (request_send(rt) == 0)
+            return;
+    }
+    request_finish(rt, err);
+}
+
 static void request_fail(rw_runtime_t *rt, int err)
 {
     rt_request_t *r = &rt->req;
-    if (!r->active)
+    if (!r->active || r->fail_err)
         return;
     /* A keep-alive connection the server closed while idle fails the next
      * request before any answer: send it again once on a new connection.
@@ -289,12 +300,14 @@ static void request_fail(rw_runtime_t *rt, int err)
                  r->kind != REQ_STREAM && !rt->stopping;
     if (c != NULL)
         conn_close(c);
-    if (stale) {
-        r->retried = true;
-        if (request_send(rt) == 0)
-            return;
+    if (r->writing) {
+        /* libuv still holds the head, the body and write_req: the close
+         * cancels the write, whose callback goes on (on_head_written). */
+        r->fail_err = err;
+        r->fail_stale = stale;
+        return;
     }
-    request_finish(rt, err);
+    request_retry_or_finish(rt, err, stale);
 }
 
 /* ---- the connection ---- */
@@ -358,6 +371,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (!rt->req.complete)
         return;
     c->requests++;
+    if (rt->req.writing) {
+        /* Answered before it took all of the request (a 413 that does not
+         * wait for a body over its limit): the rest cannot go out on this
+         * connection. Closing it cancels the write; the request ends in the
+         * write's callback, since libuv holds its buffers until then. */
+        conn_close(c);
+        return;
+    }
     if (c->dead)
         conn_close(c);
     request_finish(rt, 0);
@@ -367,8 +388,21 @@ static void on_head_written(uv_write_t *w, int status)
 {
     rt_conn_t *c = w->data;
     rw_runtime_t *rt = c->rt;
-    if (status < 0 && rt->conn == c && rt->req.active && !rt->req.complete)
+    rt_request_t *r = &rt->req;
+    r->writing = false;
+    if (!r->active)
+        return;
+    if (r->fail_err) {
+        int err = r->fail_err;
+        bool stale = r->fail_stale;
+        r->fail_err = 0;
+        r->fail_stale = false;
+        request_retry_or_finish(rt, err, stale);
+    } else if (r->complete) {
+        request_finish(rt, 0); /* the answer came first (on_read) */
+    } else if (status < 0 && rt->conn == c) {
         request_fail(rt, status);
+    }
 }
 
 /* Writes the active request's head (and buffered body) on the connected conn. */
@@ -381,8 +415,10 @@ static int request_write(rw_runtime_t *rt)
     llhttp_init(&c->parser, HTTP_RESPONSE, &parser_settings);
     c->parser.data = c;
     r->write_req.data = c;
-    return uv_write(&r->write_req, (uv_stream_t *)&c->tcp, bufs, r->body_len ? 2 : 1,
-                    on_head_written);
+    int err =
+        uv_write(&r->write_req, (uv_stream_t *)&c->tcp, bufs, r->body_len ? 2 : 1, on_head_written);
+    r->writing = err == 0;
+    return err;
 }
 
 static void on_connect(uv_connect_t *req, int status)

@@ -48,6 +48,9 @@ typedef struct rt_request_s {
     size_t body_len;
     rt_done_cb done;
     uv_write_t write_req;
+    bool writing;  /* write_req is with libuv: head, body and write_req stay put */
+    int fail_err;  /* a failure waiting for the write to end (its callback goes on) */
+    bool fail_stale;
     bool retried;
     bool response_started; /* a byte of the response arrived */
     /* the response */

@@ -1,6 +1,6 @@
 /* rw_fn_test: the sample function the runtime, environment-manager and queue
- * tests run. One binary, many behaviours: $_HANDLER picks one (see README.md
- * beside this file for each handler's event). */
+ * tests run. One binary, many behaviours: $_HANDLER picks one (see
+ * functions/samples/README.md for each handler's event). */
 #include "reelway/runtime.h"
 
 #include <mongoc/mongoc.h>
@@ -37,16 +37,65 @@ static int env_int(const char *name, int fallback)
     return v && *v ? atoi(v) : fallback;
 }
 
-/* Event fields, with defaults for a missing event or field. */
-static double num(const rw_invocation_t *inv, const char *key, double fallback)
+/* A query string value as JSON: a number or a boolean when it reads as one. */
+static cJSON *query_value(const char *text)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(inv->event, key);
+    char *end;
+    double d = strtod(text, &end);
+    if (*text && *end == '\0')
+        return cJSON_CreateNumber(d);
+    if (strcmp(text, "true") == 0 || strcmp(text, "false") == 0)
+        return cJSON_CreateBool(text[0] == 't');
+    return cJSON_CreateString(text);
+}
+
+/* The handler's arguments (freed by the caller; NULL when there are none).
+ * Invoked directly, they are the event. Behind an API Gateway route the event
+ * is a proxy event (it has a requestContext): the arguments are then the
+ * query string's parameters, overridden by the fields of a JSON object body,
+ * so that a test can drive every handler through `reelway serve`. */
+static cJSON *args_of(const rw_invocation_t *inv)
+{
+    const cJSON *ev = inv->event;
+    if (!cJSON_IsObject(ev))
+        return NULL;
+    if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(ev, "requestContext")))
+        return cJSON_Duplicate(ev, true);
+    cJSON *args = cJSON_CreateObject();
+    if (args == NULL)
+        return NULL;
+    const cJSON *q;
+    cJSON_ArrayForEach(q, cJSON_GetObjectItemCaseSensitive(ev, "queryStringParameters"))
+    {
+        if (cJSON_IsString(q) && q->string)
+            cJSON_AddItemToObject(args, q->string, query_value(q->valuestring));
+    }
+    const cJSON *body = cJSON_GetObjectItemCaseSensitive(ev, "body");
+    cJSON *fields =
+        cJSON_IsString(body) && !cJSON_IsTrue(cJSON_GetObjectItem(ev, "isBase64Encoded"))
+            ? cJSON_Parse(body->valuestring)
+            : NULL;
+    if (cJSON_IsObject(fields)) {
+        while (fields->child) {
+            cJSON *f = cJSON_DetachItemViaPointer(fields, fields->child);
+            cJSON_DeleteItemFromObjectCaseSensitive(args, f->string);
+            cJSON_AddItemToObject(args, f->string, f);
+        }
+    }
+    cJSON_Delete(fields);
+    return args;
+}
+
+/* Argument fields, with defaults for missing arguments or fields. */
+static double num(const cJSON *args, const char *key, double fallback)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(args, key);
     return cJSON_IsNumber(v) ? v->valuedouble : fallback;
 }
 
-static const char *str(const rw_invocation_t *inv, const char *key, const char *fallback)
+static const char *str(const cJSON *args, const char *key, const char *fallback)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(inv->event, key);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(args, key);
     return cJSON_IsString(v) ? v->valuestring : fallback;
 }
 
@@ -106,8 +155,10 @@ static void on_echo(rw_invocation_t *inv)
 
 static void on_error(rw_invocation_t *inv)
 {
-    rw_runtime_fail(inv, str(inv, "type", "Sample.Error"), "%s",
-                    str(inv, "message", "the error handler always fails"));
+    cJSON *args = args_of(inv);
+    rw_runtime_fail(inv, str(args, "type", "Sample.Error"), "%s",
+                    str(args, "message", "the error handler always fails"));
+    cJSON_Delete(args);
 }
 
 typedef struct sleeper_s {
@@ -138,8 +189,10 @@ static void on_sleep(rw_invocation_t *inv)
         rw_runtime_fail(inv, "Runtime.OutOfMemory", "no memory for the timer");
         return;
     }
+    cJSON *args = args_of(inv);
     s->inv = inv;
-    s->ms = (int64_t)num(inv, "ms", 1000);
+    s->ms = (int64_t)num(args, "ms", 1000);
+    cJSON_Delete(args);
     uv_timer_init(rw_runtime_loop(inv->runtime), &s->timer);
     s->timer.data = s;
     uv_timer_start(&s->timer, on_slept, (uint64_t)(s->ms > 0 ? s->ms : 0), 0);
@@ -179,7 +232,8 @@ static void on_env(rw_invocation_t *inv)
                                            "_X_AMZN_TRACE_ID",
                                            NULL};
     cJSON *out = cJSON_CreateObject();
-    const cJSON *names = cJSON_GetObjectItemCaseSensitive(inv->event, "names");
+    cJSON *args = args_of(inv);
+    const cJSON *names = cJSON_GetObjectItemCaseSensitive(args, "names");
     if (cJSON_IsArray(names)) {
         const cJSON *n;
         cJSON_ArrayForEach(n, names)
@@ -196,6 +250,7 @@ static void on_env(rw_invocation_t *inv)
             cJSON_AddItemToObject(out, *n, v ? cJSON_CreateString(v) : cJSON_CreateNull());
         }
     }
+    cJSON_Delete(args);
     rw_runtime_respond_json(inv, out);
 }
 
@@ -240,7 +295,10 @@ static void on_counter(rw_invocation_t *inv)
 static void on_memhog(rw_invocation_t *inv)
 {
     static char *held;
-    size_t mb = (size_t)num(inv, "mb", 64);
+    cJSON *args = args_of(inv);
+    size_t mb = (size_t)num(args, "mb", 64);
+    bool hold = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(args, "hold"));
+    cJSON_Delete(args);
     char *p = malloc(mb << 20);
     if (p == NULL) {
         rw_runtime_fail(inv, "Sample.OutOfMemory", "could not allocate %zu MB", mb);
@@ -249,8 +307,7 @@ static void on_memhog(rw_invocation_t *inv)
     for (size_t off = 0; off < (mb << 20); off += 4096)
         p[off] = (char)off;
     rw_runtime_log(inv, RW_RUNTIME_INFO, "memhog: %zu MB allocated", mb);
-    cJSON *hold = cJSON_GetObjectItemCaseSensitive(inv->event, "hold");
-    if (cJSON_IsTrue(hold)) {
+    if (hold) {
         free(held); /* at most one held block at a time */
         held = p;
     } else {
@@ -270,7 +327,13 @@ static void on_record(rw_invocation_t *inv)
         rw_runtime_fail(inv, "Sample.NoDatabase", "MONGODB_URI is not set");
         return;
     }
-    int64_t wait = (int64_t)num(inv, "sleep_ms", 0);
+    cJSON *args = args_of(inv);
+    int64_t wait = (int64_t)num(args, "sleep_ms", 0);
+    bool fail = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(args, "fail"));
+    char db[128], collection[128];
+    snprintf(db, sizeof db, "%s", str(args, "db", "reelway"));
+    snprintf(collection, sizeof collection, "%s", str(args, "collection", "deliveries"));
+    cJSON_Delete(args);
     if (wait > 0)
         sleep_ms(wait);
     bson_error_t error;
@@ -290,8 +353,7 @@ static void on_record(rw_invocation_t *inv)
     bson_destroy(event);
 
     mongoc_client_t *client = mongoc_client_pool_pop(app->pool);
-    mongoc_collection_t *coll = mongoc_client_get_collection(client, str(inv, "db", "reelway"),
-                                                             str(inv, "collection", "deliveries"));
+    mongoc_collection_t *coll = mongoc_client_get_collection(client, db, collection);
     bool ok = mongoc_collection_insert_one(coll, &rec, NULL, NULL, &error);
     mongoc_collection_destroy(coll);
     mongoc_client_pool_push(app->pool, client);
@@ -300,7 +362,7 @@ static void on_record(rw_invocation_t *inv)
         rw_runtime_fail(inv, "Sample.DatabaseError", "insert failed: %s", error.message);
         return;
     }
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(inv->event, "fail"))) {
+    if (fail) {
         rw_runtime_fail(inv, "Sample.RecordFailed", "recorded, then failed on purpose");
         return;
     }
@@ -326,6 +388,29 @@ static const char *pattern_at(uint64_t offset)
             pattern[i] = (char)('a' + i % 26);
     }
     return pattern + offset % 26;
+}
+
+/* A buffered answer of N pattern bytes, as a JSON string (so that behind an
+ * HTTP API its content is the body): over 6 MB, the Runtime API refuses it
+ * (Lambda's payload limit), which is what it is for. */
+static void on_blob(rw_invocation_t *inv)
+{
+    cJSON *args = args_of(inv);
+    double bytes = num(args, "bytes", 7.0 * 1024 * 1024);
+    cJSON_Delete(args);
+    size_t n = bytes > 0 ? (size_t)bytes : 0;
+    char *blob = malloc(n + 2);
+    if (blob == NULL) {
+        rw_runtime_fail(inv, "Sample.OutOfMemory", "could not allocate %zu bytes", n);
+        return;
+    }
+    blob[0] = '"';
+    for (size_t off = 0; off < n; off += MAX_CHUNK)
+        memcpy(blob + 1 + off, pattern_at(off), n - off < MAX_CHUNK ? n - off : MAX_CHUNK);
+    blob[n + 1] = '"';
+    rw_runtime_log(inv, RW_RUNTIME_INFO, "blob: answering %zu bytes", n + 2);
+    rw_runtime_respond(inv, blob, n + 2, "application/json");
+    free(blob);
 }
 
 typedef struct gen_s {
@@ -432,44 +517,45 @@ static void stream_with(rw_invocation_t *inv, rw_stream_t *body, uint64_t total,
         rw_runtime_fail(inv, "Runtime.OutOfMemory", "no memory for the generator");
         return;
     }
+    cJSON *args = args_of(inv);
     g->inv = inv;
     g->body = body;
-    g->total = (uint64_t)num(inv, "bytes", (double)total);
-    uint64_t chunks = (uint64_t)num(inv, "chunks", 0);
+    g->total = (uint64_t)num(args, "bytes", (double)total);
+    uint64_t chunks = (uint64_t)num(args, "chunks", 0);
     g->chunk =
-        chunks > 0 ? (g->total + chunks - 1) / chunks : (uint64_t)num(inv, "chunk", (double)chunk);
+        chunks > 0 ? (g->total + chunks - 1) / chunks : (uint64_t)num(args, "chunk", (double)chunk);
     if (g->chunk == 0)
         g->chunk = 1;
     if (g->chunk > MAX_CHUNK)
         g->chunk = MAX_CHUNK;
-    double fail_after = num(inv, "fail_after", -1);
+    double fail_after = num(args, "fail_after", -1);
     g->fail_after = fail_after < 0 ? UINT64_MAX : (uint64_t)fail_after;
-    g->delay_ms = (uint64_t)num(inv, "delay_ms", (double)delay_ms);
+    g->delay_ms = (uint64_t)num(args, "delay_ms", (double)delay_ms);
     uv_timer_init(rw_runtime_loop(inv->runtime), &g->timer);
     g->timer.data = g;
     body->data = g;
     rw_stream_listen(body, &gen_events);
 
-    const char *ct = str(inv, "content_type", NULL);
+    const char *ct = str(args, "content_type", NULL);
     if (ct != NULL)
         rw_runtime_set_content_type(inv, ct);
-    const cJSON *status = cJSON_GetObjectItemCaseSensitive(inv->event, "status");
-    if (cJSON_IsNumber(status) && g->fail_after > 0) {
-        int r = rw_runtime_write_prelude(inv, status->valueint,
-                                         cJSON_GetObjectItemCaseSensitive(inv->event, "headers"),
-                                         cJSON_GetObjectItemCaseSensitive(inv->event, "cookies"));
-        if (r < 0) {
-            g->done = true;
-            rw_stream_listen(body, NULL);
-            rw_runtime_fail(inv, "Sample.BadPrelude", "the prelude was refused: %s",
-                            rw_strerror(r));
-            uv_close((uv_handle_t *)&g->timer, on_gen_closed);
-            return;
-        }
-        if (r == 0) {
-            g->drains++;
-            return; /* the prelude filled the buffer: wait for drain */
-        }
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(args, "status");
+    int r = 1;
+    if (cJSON_IsNumber(status) && g->fail_after > 0)
+        r = rw_runtime_write_prelude(inv, status->valueint,
+                                     cJSON_GetObjectItemCaseSensitive(args, "headers"),
+                                     cJSON_GetObjectItemCaseSensitive(args, "cookies"));
+    cJSON_Delete(args);
+    if (r < 0) {
+        g->done = true;
+        rw_stream_listen(body, NULL);
+        rw_runtime_fail(inv, "Sample.BadPrelude", "the prelude was refused: %s", rw_strerror(r));
+        uv_close((uv_handle_t *)&g->timer, on_gen_closed);
+        return;
+    }
+    if (r == 0) {
+        g->drains++;
+        return; /* the prelude filled the buffer: wait for drain */
     }
     pump(g);
 }
@@ -558,12 +644,14 @@ static void on_stream_pipe(rw_invocation_t *inv, rw_stream_t *body)
         rw_runtime_fail(inv, "Runtime.OutOfMemory", "no memory for the source");
         return;
     }
+    cJSON *args = args_of(inv);
     src->inv = inv;
-    src->total = (uint64_t)num(inv, "bytes", 1024);
-    src->chunk = (uint64_t)num(inv, "chunk", 16384);
+    src->total = (uint64_t)num(args, "bytes", 1024);
+    src->chunk = (uint64_t)num(args, "chunk", 16384);
     if (src->chunk == 0 || src->chunk > MAX_CHUNK)
         src->chunk = 16384;
-    double fail_after = num(inv, "fail_after", -1);
+    double fail_after = num(args, "fail_after", -1);
+    cJSON_Delete(args);
     src->fail_after = fail_after < 0 ? UINT64_MAX : (uint64_t)fail_after;
     src->pipeline.data = src;
     int err = rw_pipeline(&src->pipeline, on_pipeline_done, &src->stream, body, NULL);
@@ -587,6 +675,7 @@ int main(void)
     rw_runtime_register(rt, "context", on_context);
     rw_runtime_register(rt, "counter", on_counter);
     rw_runtime_register(rt, "memhog", on_memhog);
+    rw_runtime_register(rt, "blob", on_blob);
     rw_runtime_register_blocking(rt, "record", on_record);
     rw_runtime_register_stream(rt, "stream", on_stream);
     rw_runtime_register_stream(rt, "stream-large", on_stream_large);
