@@ -834,8 +834,14 @@ static bool fetch_if_allowed(rw_jwt_authz_t *a)
 {
     if (a->fetching)
         return true;
+    /* The interval protects an issuer from a flood of unknown kids. Without
+     * any key set yet (the issuer was down or empty at start), waiting 30 s
+     * would refuse every token meanwhile: retry after a second instead. */
+    uint64_t interval = a->min_interval_ms;
+    if (!a->keys && interval > 1000)
+        interval = 1000;
     if (a->fetched_once && a->min_interval_ms != RW_JWT_AUTHZ_NO_MIN_INTERVAL &&
-        uv_now(a->loop) - a->last_fetch_ms < a->min_interval_ms)
+        uv_now(a->loop) - a->last_fetch_ms < interval)
         return false;
     return start_fetch(a);
 }
