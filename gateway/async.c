@@ -38,7 +38,8 @@ int rw__async_start(rw_gateway_t *gw, char *why, size_t whylen)
             .concurrency = f->reserved_concurrency > 0 && f->reserved_concurrency < 4
                                ? f->reserved_concurrency
                                : 4,
-            .visibility_ms = 10000 + (int64_t)f->timeout_s * 1000 + 30000,
+            .visibility_ms = (int64_t)gw->cfg.init_timeout_ms + (int64_t)f->timeout_s * 1000 +
+                             (int64_t)gw->cfg.async_lease_margin_ms,
         };
     }
     char owner[128];

@@ -73,6 +73,8 @@ static const option_t options[] = {
      1},
     {"--async-retry-base-ms", "REELWAY_ASYNC_RETRY_BASE_MS", 'U',
      offsetof(rw_config_t, async_retry_base_ms), 0, 86400000},
+    {"--async-lease-margin-ms", "REELWAY_ASYNC_LEASE_MARGIN_MS", 'U',
+     offsetof(rw_config_t, async_lease_margin_ms), 0, 86400000},
     {"--max-connections", "REELWAY_MAX_CONNECTIONS", 'u', L(max_connections), 10000000},
     {"--header-timeout-ms", "REELWAY_HEADER_TIMEOUT_MS", 'U', L(header_timeout_ms), 86400000},
     {"--body-timeout-ms", "REELWAY_BODY_TIMEOUT_MS", 'U', L(body_timeout_ms), 86400000},
@@ -162,6 +164,7 @@ int rw_config_load(rw_config_t *cfg, int argc, char **argv, FILE *err)
     rw_http_limits_default(&cfg->limits);
     cfg->idle_ms = 600000;
     cfg->async_retry_base_ms = 60000;
+    cfg->async_lease_margin_ms = 30000;
     strcpy(cfg->db_name, "reelway");
     cfg->init_timeout_ms = 10000; /* Lambda's limit on the init phase */
     cfg->max_environments = 64;

@@ -31,6 +31,9 @@ typedef struct rw_config_s {
     int max_environments;    /**< REELWAY_MAX_ENVIRONMENTS: per worker (64) */
     bool function_logs_stdout; /**< REELWAY_FUNCTION_LOGS=on: copy function logs to stdout */
     uint64_t async_retry_base_ms; /**< REELWAY_ASYNC_RETRY_BASE_MS: first retry wait (60000) */
+    uint64_t async_lease_margin_ms; /**< REELWAY_ASYNC_LEASE_MARGIN_MS: a delivery's lease is
+                                         init timeout + Timeout + this (30000); after a crash the
+                                         message is delivered again when the lease ends */
     rw_http_limits_t limits; /**< REELWAY_MAX_CONNECTIONS, REELWAY_HEADER_TIMEOUT_MS, ... */
 } rw_config_t;
 

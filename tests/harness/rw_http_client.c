@@ -450,8 +450,8 @@ int rw_test_loop_stop(rw_test_loop_t *t, void (*stop)(uv_loop_t *loop, void *arg
 
 /* ---- processes ---------------------------------------------------------- */
 
-int rw_test_proc_start(rw_test_proc_t *p, char *const argv[], const char *const env_set[],
-                       const char *const env_unset[], const char *log_path)
+static int proc_start(rw_test_proc_t *p, char *const argv[], const char *const env_set[],
+                      const char *const env_unset[], const char *log_path, bool group)
 {
     memset(p, 0, sizeof *p);
     snprintf(p->log_path, sizeof p->log_path, "%s", log_path);
@@ -478,6 +478,8 @@ int rw_test_proc_start(rw_test_proc_t *p, char *const argv[], const char *const 
         }
         dup2(logfd, 1);
         dup2(logfd, 2);
+        if (group)
+            setpgid(0, 0);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -487,6 +489,30 @@ int rw_test_proc_start(rw_test_proc_t *p, char *const argv[], const char *const 
     close(logfd);
     p->pid = pid;
     return 0;
+}
+
+int rw_test_proc_start(rw_test_proc_t *p, char *const argv[], const char *const env_set[],
+                       const char *const env_unset[], const char *log_path)
+{
+    return proc_start(p, argv, env_set, env_unset, log_path, false);
+}
+
+int rw_test_proc_start_group(rw_test_proc_t *p, char *const argv[], const char *const env_set[],
+                             const char *const env_unset[], const char *log_path)
+{
+    int rc = proc_start(p, argv, env_set, env_unset, log_path, true);
+    if (rc == 0)
+        setpgid(p->pid, p->pid); /* also from here: whoever runs first wins */
+    return rc;
+}
+
+void rw_test_proc_kill_group(rw_test_proc_t *p)
+{
+    if (p->pid <= 0)
+        return;
+    kill(-p->pid, SIGKILL);
+    waitpid(p->pid, NULL, 0);
+    p->pid = 0;
 }
 
 int rw_test_proc_wait(rw_test_proc_t *p, int timeout_ms)

@@ -75,6 +75,14 @@ typedef struct {
 int rw_test_proc_start(rw_test_proc_t *p, char *const argv[], const char *const env_set[],
                        const char *const env_unset[], const char *log_path);
 
+/** As rw_test_proc_start, with the child leading a process group of its own, so
+ *  that rw_test_proc_kill_group reaches everything it started. */
+int rw_test_proc_start_group(rw_test_proc_t *p, char *const argv[], const char *const env_set[],
+                             const char *const env_unset[], const char *log_path);
+
+/** SIGKILLs p's whole process group (a crash of everything) and reaps p. */
+void rw_test_proc_kill_group(rw_test_proc_t *p);
+
 /** Waits up to timeout_ms for exit; returns the wait status, or -1 on timeout. */
 int rw_test_proc_wait(rw_test_proc_t *p, int timeout_ms);
 

@@ -333,7 +333,27 @@ static void on_record(rw_invocation_t *inv)
     char db[128], collection[128];
     snprintf(db, sizeof db, "%s", str(args, "db", "reelway"));
     snprintf(collection, sizeof collection, "%s", str(args, "collection", "deliveries"));
+    /* With "started": a record of the delivery before the work (the sleep),
+     * so that a crash mid-work leaves a delivery without a completion. */
+    char started[128];
+    snprintf(started, sizeof started, "%s", str(args, "started", ""));
     cJSON_Delete(args);
+    if (started[0] && app->pool) {
+        bson_t mark = BSON_INITIALIZER;
+        BSON_APPEND_UTF8(&mark, "request_id", inv->ctx.request_id);
+        BSON_APPEND_INT32(&mark, "pid", getpid());
+        mongoc_client_t *client = mongoc_client_pool_pop(app->pool);
+        mongoc_collection_t *coll = mongoc_client_get_collection(client, db, started);
+        bson_error_t err;
+        bool ok = mongoc_collection_insert_one(coll, &mark, NULL, NULL, &err);
+        mongoc_collection_destroy(coll);
+        mongoc_client_pool_push(app->pool, client);
+        bson_destroy(&mark);
+        if (!ok) {
+            rw_runtime_fail(inv, "Sample.DatabaseError", "insert failed: %s", err.message);
+            return;
+        }
+    }
     if (wait > 0)
         sleep_ms(wait);
     bson_error_t error;
