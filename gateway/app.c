@@ -329,6 +329,7 @@ static void ctx_free(gw_req_t *ctx)
 {
     rw_route_match_free(&ctx->match);
     cJSON_Delete(ctx->authorizer);
+    free(ctx->event_headers);
     free(ctx->prelude);
     free(ctx->event);
     free(ctx);
@@ -522,6 +523,17 @@ void rw__app_event_route(gw_req_t *ctx, rw_event_route_t *er, rw_event_kv_t *par
 void rw__app_event_request(gw_req_t *ctx, rw_event_request_t *rq, const char *body,
                                size_t len)
 {
+    /* A traceparent the gateway generated travels to the function like one the
+     * client sent (X-Amzn-Trace-Id is the builder's own). */
+    if (!ctx->event_headers && !rw_http_req_header(ctx->req, "traceparent")) {
+        ctx->event_headers = calloc(ctx->req->n_headers + 1, sizeof *ctx->event_headers);
+        if (ctx->event_headers) {
+            memcpy(ctx->event_headers, ctx->req->headers,
+                   ctx->req->n_headers * sizeof *ctx->event_headers);
+            ctx->event_headers[ctx->req->n_headers] = (rw_http_header_t){
+                "traceparent", 11, ctx->traceparent, strlen(ctx->traceparent)};
+        }
+    }
     rw_http_req_t *req = ctx->req;
     *rq = (rw_event_request_t){
         .method = req->method,
@@ -529,8 +541,8 @@ void rw__app_event_request(gw_req_t *ctx, rw_event_request_t *rq, const char *bo
         .raw_path_len = req->path_len,
         .raw_query = req->query_len ? req->query : NULL,
         .raw_query_len = req->query_len,
-        .headers = req->headers,
-        .n_headers = req->n_headers,
+        .headers = ctx->event_headers ? ctx->event_headers : req->headers,
+        .n_headers = ctx->event_headers ? req->n_headers + 1 : req->n_headers,
         .source_ip = req->remote_ip,
         .protocol = req->http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1",
         .request_id = req->request_id,

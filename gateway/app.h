@@ -50,6 +50,7 @@ typedef struct gw_req_s {
     int64_t time_ms;              /* arrival, epoch ms */
     char trace_id[128];           /* X-Amzn-Trace-Id */
     char traceparent[64];         /* W3C */
+    rw_http_header_t *event_headers; /* the request's, plus a generated traceparent */
     char error_reason[256];       /* logged with the request */
     gw_route_t *route;
     rw_route_match_t match;

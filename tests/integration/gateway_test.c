@@ -161,6 +161,11 @@ static void http_api_event_v2(void **state)
     assert_string_equal(rw_test_header(&r, "x-amzn-trace-id", trace, sizeof trace),
                         "Root=1-5759e988-bd862e3fe1be46a994272793");
     assert_string_equal(str_at(e, "headers", "x-amzn-trace-id", NULL), trace);
+    /* A W3C traceparent is generated from the same trace, and passed on. */
+    const char *tp = str_at(e, "headers", "traceparent", NULL);
+    assert_non_null(tp);
+    assert_int_equal(strlen(tp), 55);
+    assert_memory_equal(tp, "00-5759e988bd862e3fe1be46a994272793-", 36);
     assert_true(cJSON_IsFalse(cJSON_GetObjectItem(e, "isBase64Encoded")));
     cJSON_Delete(e);
     rw_test_response_free(&r);
