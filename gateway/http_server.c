@@ -1600,10 +1600,13 @@ void rw_http_req_body_resume(rw_http_req_t *req)
 }
 
 /* Serializes the status line and headers into a write request. */
-int rw_http_res_start(rw_http_req_t *req, int status, const rw_http_header_t *headers,
-                      size_t n_headers, int64_t content_length)
+/* Builds the response head into a new write request with room for `room`
+ * more bytes after it (a small body that goes out in the same write). On
+ * success *out holds it and *head_len the head's length; nothing is queued. */
+static int res_head(req_t *r, int status, const rw_http_header_t *headers, size_t n_headers,
+                    int64_t content_length, size_t room, write_t **out, size_t *head_len)
 {
-    req_t *r = (req_t *)req;
+    rw_http_req_t *req = &r->pub;
     conn_t *c = r->conn;
     if (r->started || r->ended)
         return UV_EALREADY;
@@ -1621,6 +1624,9 @@ int rw_http_res_start(rw_http_req_t *req, int status, const rw_http_header_t *he
     }
     if (!c || c->closing || r->aborted)
         return UV_ECONNRESET;
+    write_t *wr = write_new(c, r, need + room);
+    if (!wr)
+        return UV_ENOMEM;
     r->started = true;
     req->status = status;
     r->head_only = r->head_only || status == 204 || status == 304 || status < 200;
@@ -1641,9 +1647,6 @@ int rw_http_res_start(rw_http_req_t *req, int status, const rw_http_header_t *he
     }
     if (close)
         c->close_after = true;
-    write_t *wr = write_new(c, r, need);
-    if (!wr)
-        return UV_ENOMEM;
     char *p = wr->inline_data;
     size_t n = 0;
     n += (size_t)snprintf(p + n, need - n, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
@@ -1671,8 +1674,23 @@ int rw_http_res_start(rw_http_req_t *req, int status, const rw_http_header_t *he
     else if (req->http_minor == 0)
         n += (size_t)snprintf(p + n, need - n, "Connection: keep-alive\r\n");
     n += (size_t)snprintf(p + n, need - n, "\r\n");
-    uv_buf_t buf = uv_buf_init(p, (unsigned)n);
-    int rc = write_submit(wr, &buf, 1);
+    *out = wr;
+    *head_len = n;
+    return 0;
+}
+
+int rw_http_res_start(rw_http_req_t *req, int status, const rw_http_header_t *headers,
+                      size_t n_headers, int64_t content_length)
+{
+    req_t *r = (req_t *)req;
+    write_t *wr;
+    size_t n;
+    int rc = res_head(r, status, headers, n_headers, content_length, 0, &wr, &n);
+    if (rc < 0)
+        return rc;
+    conn_t *c = r->conn;
+    uv_buf_t buf = uv_buf_init(wr->inline_data, (unsigned)n);
+    rc = write_submit(wr, &buf, 1);
     if (rc < 0)
         conn_close(c);
     return rc;
@@ -1813,13 +1831,30 @@ void rw_http_respond(rw_http_req_t *req, int status, const rw_http_header_t *hea
 {
     req_t *r = (req_t *)req;
     if (!r->started) {
-        int rc = rw_http_res_start(req, status, headers, n_headers, (int64_t)len);
+        /* Head and body in one write: one system call, and for a small answer
+         * one TCP segment, so the client wakes up once. */
+        write_t *wr;
+        size_t n;
+        int rc = res_head(r, status, headers, n_headers, (int64_t)len, len, &wr, &n);
         if (rc == RW_EPARSE) {
             /* Refuse CR/LF injection: say so rather than send the bad header. */
             rw_http_respond_error(req, 502, "Internal server error",
                                   "response header with an invalid name or CR/LF", NULL, 0);
             return;
         }
+        if (rc == 0) {
+            conn_t *c = r->conn;
+            r->body_out = len;
+            if (!r->head_only && len) {
+                memcpy(wr->inline_data + n, body, len);
+                n += len;
+            }
+            uv_buf_t buf = uv_buf_init(wr->inline_data, (unsigned)n);
+            if (write_submit(wr, &buf, 1) < 0)
+                conn_close(c);
+        }
+        rw_http_res_end(req, NULL, 0);
+        return;
     }
     if (len && rw_http_req_alive(req))
         rw_http_res_write(req, body, len, false, NULL, NULL);
