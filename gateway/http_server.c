@@ -1033,6 +1033,13 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
             c->close_after = true;
             return;
         }
+        /* Nothing more will be parsed: give the read buffer back now. Kept
+         * until the close callback, the buffers of the connections one poll
+         * reports closed (up to 1024 at once) would all be live together:
+         * 64 KiB each, which malloc then keeps. */
+        rbuf_put(c->srv, c->rbuf);
+        c->rbuf = NULL;
+        c->rstart = c->rlen = 0;
         conn_close(c);
         return;
     }
