@@ -188,20 +188,26 @@ static int mkdir_p(const char *dir)
     return 0;
 }
 
-/* Peak resident memory of a process, in MB (VmHWM), 0 when unknown. */
+/* Peak resident memory of a process, in MB (VmHWM), 0 when unknown. This runs
+ * after every invocation: one read of the whole file and a search, rather than
+ * stdio's buffering and a sscanf per line. */
 static int max_memory_mb(int pid)
 {
-    char path[64], line[256];
+    char path[64], buf[4096];
     snprintf(path, sizeof path, "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return 0;
-    long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
-            break;
-    fclose(f);
-    return (int)((kb + 1023) / 1024);
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *p = strstr(buf, "\nVmHWM:");
+    if (p == NULL)
+        return 0;
+    long kb = strtol(p + 7, NULL, 10);
+    return kb > 0 ? (int)((kb + 1023) / 1024) : 0;
 }
 
 /* Now as Lambda's log lines write it: 2024-05-01T12:00:00.123Z. */
