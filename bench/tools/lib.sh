@@ -72,12 +72,14 @@ free_port() {
 }
 
 # start_reelway NAME TEMPLATE WORKERS [serve options...]: sets rw_port and
-# rw_pid (the supervisor). Access log off, as nginx's.
+# rw_pid (the supervisor). Access log off, as nginx's. A command in the
+# rw_wrap array (e.g. taskset -c 1) runs it.
+rw_wrap=()
 start_reelway() {
     local name=$1 template=$2 workers=$3 i
     shift 3
     rm -f "$work/$name.port"
-    start_group "$name" env REELWAY_ACCESS_LOG=0 "$reelway" serve --host 127.0.0.1 --port 0 \
+    start_group "$name" "${rw_wrap[@]}" env REELWAY_ACCESS_LOG=0 "$reelway" serve --host 127.0.0.1 --port 0 \
         --port-file "$work/$name.port" --data-dir "$work/$name" --workers "$workers" \
         --template "$template" "$@"
     rw_pid=$started
