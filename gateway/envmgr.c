@@ -335,6 +335,7 @@ static void invoke_finish(rw_invoke_t *inv, rw_invoke_status_t status, const cha
     rw_fnmgr_t *m = inv->m;
     env_t *e = inv->env;
     inv->resp_req = NULL; /* on_stream_end ends it, seeing it is no longer current */
+    double ms = 0;
     if (e) {
         e->inv = NULL;
         uv_timer_stop(&e->timer);
@@ -342,24 +343,7 @@ static void invoke_finish(rw_invoke_t *inv, rw_invoke_status_t status, const cha
             e->late = false;
             uv_timer_start(&e->timer, on_env_timer, NEXT_GRACE_MS, 0);
         }
-        drain_pipes(e);
-        double ms = (double)(uv_hrtime() - inv->dispatch_ns) / 1e6;
-        /* A process that is gone cannot be asked (and its pid may be another
-         * process's by now): then its last measure stands. */
-        int mem = !e->exited && e->proc.pid > 0 ? max_memory_mb(e->proc.pid) : 0;
-        if (mem > e->peak_mb)
-            e->peak_mb = mem;
-        mem = e->peak_mb;
-        log_printf(e, "END RequestId: %s\n", inv->id);
-        char init[64] = "";
-        if (inv->cold)
-            snprintf(init, sizeof init, "\tInit Duration: %.2f ms", e->init_ms);
-        log_printf(e,
-                   "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %.0f ms\t"
-                   "Memory Size: %d MB\tMax Memory Used: %d MB%s%s%s\n",
-                   inv->id, ms, ceil(ms), inv->fn->cfg.memory_mb, mem, init,
-                   status == RW_INVOKE_TIMEOUT ? "\tStatus: timeout" : "",
-                   status == RW_INVOKE_CRASH ? "\tStatus: error" : "");
+        ms = (double)(uv_hrtime() - inv->dispatch_ns) / 1e6;
     }
     slot_release(m, inv->fn);
     if (!inv->detached) {
@@ -372,6 +356,28 @@ static void invoke_finish(rw_invoke_t *inv, rw_invoke_status_t status, const cha
                                   .request_id = inv->id};
         if (inv->cbs.done)
             inv->cbs.done(inv, &res, inv->arg);
+    }
+    if (e) {
+        /* The caller has its answer; now the bookkeeping (a few system calls
+         * that need not delay it). The environment outlives this call: it is
+         * freed only after its process has exited and its handles closed. */
+        drain_pipes(e);
+        /* A process that is gone cannot be asked (and its pid may be another
+         * process's by now): then its last measure stands. */
+        int mem = !e->exited && e->proc.pid > 0 ? max_memory_mb(e->proc.pid) : 0;
+        if (mem > e->peak_mb)
+            e->peak_mb = mem;
+        mem = e->peak_mb;
+        char init[64] = "";
+        if (inv->cold)
+            snprintf(init, sizeof init, "\tInit Duration: %.2f ms", e->init_ms);
+        log_printf(e,
+                   "END RequestId: %s\n"
+                   "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %.0f ms\t"
+                   "Memory Size: %d MB\tMax Memory Used: %d MB%s%s%s\n",
+                   inv->id, inv->id, ms, ceil(ms), inv->fn->cfg.memory_mb, mem, init,
+                   status == RW_INVOKE_TIMEOUT ? "\tStatus: timeout" : "",
+                   status == RW_INVOKE_CRASH ? "\tStatus: error" : "");
     }
     invoke_free(inv);
 }
