@@ -917,7 +917,6 @@ static void dispatch(env_t *e, rw_invoke_t *inv)
     e->served = true;
     inv->dispatch_ns = uv_hrtime();
     inv->deadline_ms = epoch_ms() + (int64_t)f->cfg.timeout_s * 1000;
-    log_printf(e, "START RequestId: %s Version: $LATEST\n", inv->id);
     char deadline[32];
     snprintf(deadline, sizeof deadline, "%" PRId64, inv->deadline_ms);
     rw_http_header_t hs[8];
@@ -938,6 +937,10 @@ static void dispatch(env_t *e, rw_invoke_t *inv)
     uv_timer_stop(&e->timer);
     uv_timer_start(&e->timer, on_env_timer, (uint64_t)f->cfg.timeout_s * 1000, 0);
     rw_http_respond(req, 200, hs, n, inv->payload, inv->len);
+    /* Logged once the event is on its way: the function's own lines come
+     * through its pipes, read on a later turn of the loop, so they still
+     * follow. */
+    log_printf(e, "START RequestId: %s Version: $LATEST\n", inv->id);
     (void)m;
 }
 
