@@ -426,6 +426,50 @@ static size_t group_end(const sorted_t *view, size_t n, size_t i, bool nocase)
     return j;
 }
 
+/* REST 1.0's single-value map: each name with the last of its values, or null
+ * when there are none. */
+static void jb_last_values(jbuf_t *jb, const sorted_t *view, size_t n, bool nocase)
+{
+    if (n == 0) {
+        jb_lit(jb, "null");
+        return;
+    }
+    jb_put(jb, "{", 1);
+    for (size_t i = 0, j; i < n; i = j) {
+        j = group_end(view, n, i, nocase);
+        const rw_event_kv_t *first = view[i].kv, *last = view[j - 1].kv;
+        jb_sep(jb);
+        jb_str(jb, first->name, first->name_len);
+        jb_put(jb, ":", 1);
+        jb_str(jb, last->value, last->value_len);
+    }
+    jb_put(jb, "}", 1);
+}
+
+/* REST 1.0's multi-value map: each name with all its values in arrival order,
+ * or null when there are none. */
+static void jb_all_values(jbuf_t *jb, const sorted_t *view, size_t n, bool nocase)
+{
+    if (n == 0) {
+        jb_lit(jb, "null");
+        return;
+    }
+    jb_put(jb, "{", 1);
+    for (size_t i = 0, j; i < n; i = j) {
+        const rw_event_kv_t *first = view[i].kv;
+        j = group_end(view, n, i, nocase);
+        jb_sep(jb);
+        jb_str(jb, first->name, first->name_len);
+        jb_put(jb, ":[", 2);
+        for (size_t k = i; k < j; k++) {
+            jb_sep(jb);
+            jb_str(jb, view[k].kv->value, view[k].kv->value_len);
+        }
+        jb_put(jb, "]", 1);
+    }
+    jb_put(jb, "}", 1);
+}
+
 /* The values of view[i..j) joined with commas, as one JSON string. */
 static void jb_joined(jbuf_t *jb, const sorted_t *view, size_t i, size_t j)
 {
@@ -829,7 +873,7 @@ static void build_v1(jbuf_t *jb, const rw_event_route_t *route, const rw_event_r
     const char *path = rq->raw_path + skip;
     size_t path_len = rq->raw_path_len - skip;
     const char *dn, *dp;
-    size_t dn_len, dp_len, i, j;
+    size_t dn_len, dp_len;
     bool binary = false;
     char when[32];
 
@@ -856,74 +900,13 @@ static void build_v1(jbuf_t *jb, const rw_event_route_t *route, const rw_event_r
      * multiValueHeaders keeps them all, in arrival order. A name repeated in
      * another case is one header, spelled as it first arrived. */
     jb_key(jb, "headers");
-    if (h->n == 0) {
-        jb_lit(jb, "null");
-    } else {
-        jb_put(jb, "{", 1);
-        for (i = 0; i < h->n; i = j) {
-            j = group_end(h->view, h->n, i, true);
-            const rw_event_kv_t *first = h->view[i].kv, *last = h->view[j - 1].kv;
-            jb_sep(jb);
-            jb_str(jb, first->name, first->name_len);
-            jb_put(jb, ":", 1);
-            jb_str(jb, last->value, last->value_len);
-        }
-        jb_put(jb, "}", 1);
-    }
+    jb_last_values(jb, h->view, h->n, true);
     jb_key(jb, "multiValueHeaders");
-    if (h->n == 0) {
-        jb_lit(jb, "null");
-    } else {
-        jb_put(jb, "{", 1);
-        for (i = 0; i < h->n; i = j) {
-            const rw_event_kv_t *first = h->view[i].kv;
-            j = group_end(h->view, h->n, i, true);
-            jb_sep(jb);
-            jb_str(jb, first->name, first->name_len);
-            jb_put(jb, ":[", 2);
-            for (size_t k = i; k < j; k++) {
-                jb_sep(jb);
-                jb_str(jb, h->view[k].kv->value, h->view[k].kv->value_len);
-            }
-            jb_put(jb, "]", 1);
-        }
-        jb_put(jb, "}", 1);
-    }
-
+    jb_all_values(jb, h->view, h->n, true);
     jb_key(jb, "queryStringParameters");
-    if (q->n == 0) {
-        jb_lit(jb, "null");
-    } else {
-        jb_put(jb, "{", 1);
-        for (i = 0; i < q->n; i = j) {
-            j = group_end(q->view, q->n, i, false);
-            const rw_event_kv_t *first = q->view[i].kv, *last = q->view[j - 1].kv;
-            jb_sep(jb);
-            jb_str(jb, first->name, first->name_len);
-            jb_put(jb, ":", 1);
-            jb_str(jb, last->value, last->value_len);
-        }
-        jb_put(jb, "}", 1);
-    }
+    jb_last_values(jb, q->view, q->n, false);
     jb_key(jb, "multiValueQueryStringParameters");
-    if (q->n == 0) {
-        jb_lit(jb, "null");
-    } else {
-        jb_put(jb, "{", 1);
-        for (i = 0; i < q->n; i = j) {
-            j = group_end(q->view, q->n, i, false);
-            const rw_event_kv_t *first = q->view[i].kv;
-            jb_sep(jb);
-            jb_str(jb, first->name, first->name_len);
-            jb_put(jb, ":[", 2);
-            for (size_t k = i; k < j; k++) {
-                jb_sep(jb);
-                jb_str(jb, q->view[k].kv->value, q->view[k].kv->value_len);
-            }
-            jb_put(jb, "]", 1);
-        }
-        jb_put(jb, "}", 1);
-    }
+    jb_all_values(jb, q->view, q->n, false);
 
     jb_key(jb, "requestContext");
     jb_lit(jb, "{");
