@@ -3,6 +3,7 @@
 #include "event.h"
 
 #include "base64.h"
+#include "http_fields.h"
 #include "reelway/error.h"
 
 #include <stdarg.h>
@@ -377,36 +378,10 @@ static bool key_is(span_t key, const char *name)
 
 /* ---- the mapped response ----------------------------------------------------- */
 
-typedef struct hdr_off_s {
-    size_t name, name_len, value, value_len;
-} hdr_off_t;
-
 typedef struct builder_s {
-    char *str; /* header names and values, each NUL-terminated */
-    size_t str_len, str_cap;
-    hdr_off_t *h;
-    size_t n, cap;
+    rw_fields_t f; /* the headers, names and values NUL-terminated */
     reader_t *r;
 } builder_t;
-
-static int str_add(builder_t *b, const char *s, size_t n, size_t *off)
-{
-    if (b->str_len + n + 1 > b->str_cap) {
-        size_t cap = b->str_cap ? b->str_cap : 512;
-        while (cap < b->str_len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->str, cap);
-        if (p == NULL)
-            return UV_ENOMEM;
-        b->str = p;
-        b->str_cap = cap;
-    }
-    *off = b->str_len;
-    memcpy(b->str + b->str_len, s, n);
-    b->str_len += n;
-    b->str[b->str_len++] = '\0';
-    return 0;
-}
 
 /* A printable, bounded copy of a name for error messages (it goes to logs). */
 static const char *printable(const char *s, size_t n, char out[52])
@@ -447,8 +422,6 @@ static int add_header(builder_t *b, const char *where, const char *name, size_t 
 {
     static const char remap[] = "x-amzn-Remapped-";
     char shown[52];
-    hdr_off_t *h;
-    int err;
 
     if (name_len == 0)
         return fail(b->r, "%s: empty header name", where);
@@ -468,32 +441,12 @@ static int add_header(builder_t *b, const char *where, const char *name, size_t 
             return fail(b->r, "%s.%s: value contains control character 0x%02x at offset %zu", where,
                         printable(name, name_len, shown), c, i);
     }
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 16;
-        hdr_off_t *p = realloc(b->h, cap * sizeof(*p));
-        if (p == NULL)
-            return UV_ENOMEM;
-        b->h = p;
-        b->cap = cap;
-    }
-    h = &b->h[b->n];
-    if (is_remapped(name, name_len)) {
-        if ((err = str_add(b, remap, sizeof(remap) - 1, &h->name)))
-            return err;
-        b->str_len--; /* glue the name to the prefix, over the NUL */
-        size_t rest;
-        if ((err = str_add(b, name, name_len, &rest)))
-            return err;
-        h->name_len = sizeof(remap) - 1 + name_len;
-    } else {
-        if ((err = str_add(b, name, name_len, &h->name)))
-            return err;
-        h->name_len = name_len;
-    }
-    if ((err = str_add(b, value, value_len, &h->value)))
-        return err;
-    h->value_len = value_len;
-    b->n++;
+    /* A framing header travels under the prefix: its name is given in two pieces. */
+    if (is_remapped(name, name_len) && rw_fields_name(&b->f, remap, sizeof(remap) - 1) != 0)
+        return UV_ENOMEM;
+    if (rw_fields_name(&b->f, name, name_len) != 0 || rw_fields_name_done(&b->f) != 0 ||
+        rw_fields_value(&b->f, value, value_len) != 0 || rw_fields_value_done(&b->f) != 0)
+        return UV_ENOMEM;
     return 0;
 }
 
@@ -725,18 +678,13 @@ static int parse_status(reader_t *r, span_t v, int *status)
 
 static int finish(builder_t *b, rw_event_response_t *out)
 {
-    out->headers = calloc(b->n ? b->n : 1, sizeof(*out->headers));
+    out->headers = calloc(b->f.n ? b->f.n : 1, sizeof(*out->headers));
     if (out->headers == NULL)
         return UV_ENOMEM;
-    for (size_t i = 0; i < b->n; i++) {
-        out->headers[i].name = b->str + b->h[i].name;
-        out->headers[i].name_len = b->h[i].name_len;
-        out->headers[i].value = b->str + b->h[i].value;
-        out->headers[i].value_len = b->h[i].value_len;
-    }
-    out->n_headers = b->n;
-    out->strings_ = b->str;
-    b->str = NULL;
+    rw_fields_export(&b->f, 0, b->f.n, out->headers);
+    out->n_headers = b->f.n;
+    out->strings_ = b->f.bytes; /* the headers point into it: the response owns it now */
+    b->f.bytes = NULL;
     return 0;
 }
 
@@ -895,8 +843,7 @@ int rw_event_response_parse(const rw_event_route_t *route, const rw_event_reques
         goto out;
     err = finish(&b, out);
 out:
-    free(b.h);
-    free(b.str);
+    rw_fields_free(&b.f);
     if (err) {
         rw_event_response_free(out);
         if (err == UV_ENOMEM && why && whylen)

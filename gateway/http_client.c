@@ -10,6 +10,7 @@
  * its handles' close callbacks, so code running inside llhttp_execute may
  * close it and still look at it until it returns. */
 #include "http_client.h"
+#include "http_fields.h"
 
 #include "reelway/error.h"
 
@@ -21,16 +22,11 @@
 #include <strings.h>
 
 #define READ_BUF_SIZE (64 * 1024)
-#define ARENA_INITIAL 1024
 
 typedef struct conn_s conn_t;
 
 enum conn_state_e { CONN_RESOLVING, CONN_CONNECTING, CONN_ACTIVE, CONN_IDLE, CONN_CLOSING };
 enum timer_kind_e { TK_NONE, TK_CONNECT, TK_PROGRESS, TK_IDLE };
-
-typedef struct {
-    uint32_t name_off, name_len, value_off, value_len;
-} hdr_off_t;
 
 /* One queued piece of the request: head, body piece (with its chunk framing)
  * or the last chunk. Kept on the request until the connection is ready. */
@@ -103,15 +99,12 @@ struct rw_http_creq_s {
     bool head_done;                /* on_response delivered */
     bool paused;
     bool interim;                  /* parsing a 1xx answer */
-    bool field_open;
     bool in_trailers;
     bool done;                     /* completed or aborted: no more callbacks */
     unsigned holds;
     size_t head_bytes, trailer_bytes;
-    char *arena;
-    size_t arena_len, arena_cap;
-    hdr_off_t *hoffs;
-    size_t n_hoffs, cap_hoffs, n_head_fields;
+    rw_fields_t fields;            /* the head's fields, then the trailers */
+    size_t n_head_fields;
     rw_http_header_t *hdrs;
     char reason[160];
 };
@@ -191,8 +184,7 @@ static void creq_free(rw_http_creq_t *q)
         q->next->prev = q->prev;
     cli->n_reqs--;
     free(q->head);
-    free(q->arena);
-    free(q->hoffs);
+    rw_fields_free(&q->fields);
     free(q->hdrs);
     free(q);
     client_maybe_done(cli);
@@ -788,31 +780,6 @@ static void creq_fail(rw_http_creq_t *q, int err)
 
 /* ---- the response parser ---------------------------------------------- */
 
-static int arena_append(rw_http_creq_t *q, const char *at, size_t n)
-{
-    if (q->arena_len + n + 1 > q->arena_cap) {
-        size_t cap = q->arena_cap ? q->arena_cap : ARENA_INITIAL;
-        while (cap < q->arena_len + n + 1)
-            cap *= 2;
-        char *p = realloc(q->arena, cap);
-        if (!p)
-            return UV_ENOMEM;
-        q->arena = p;
-        q->arena_cap = cap;
-    }
-    memcpy(q->arena + q->arena_len, at, n);
-    q->arena_len += n;
-    return 0;
-}
-
-static int arena_terminate(rw_http_creq_t *q)
-{
-    int rc = arena_append(q, "", 0);
-    if (rc == 0)
-        q->arena[q->arena_len++] = '\0';
-    return rc;
-}
-
 static int stop_parser(conn_t *c, int err, const char *reason)
 {
     c->parse_err = err;
@@ -838,9 +805,7 @@ static int on_message_begin(llhttp_t *p)
     rw_http_creq_t *q = c->req;
     if (!q)
         return HPE_PAUSED;
-    q->n_hoffs = 0;
-    q->arena_len = 0;
-    q->field_open = false;
+    rw_fields_reset(&q->fields);
     q->head_bytes = q->trailer_bytes = 0;
     q->interim = false;
     q->in_trailers = false;
@@ -859,37 +824,18 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
     rw_http_creq_t *q = c->req;
     if (!q || count_bytes(c, q, n) != 0)
         return HPE_USER;
-    if (!q->field_open) {
-        if (count_bytes(c, q, 4) != 0)
-            return HPE_USER;
-        if (q->n_hoffs == q->cap_hoffs) {
-            size_t cap = q->cap_hoffs ? q->cap_hoffs * 2 : 16;
-            hdr_off_t *h = realloc(q->hoffs, cap * sizeof *h);
-            if (!h)
-                return stop_parser(c, UV_ENOMEM, "out of memory");
-            q->hoffs = h;
-            q->cap_hoffs = cap;
-        }
-        hdr_off_t *h = &q->hoffs[q->n_hoffs++];
-        memset(h, 0, sizeof *h);
-        h->name_off = (uint32_t)q->arena_len;
-        q->field_open = true;
-    }
-    if (arena_append(q, at, n) != 0)
-        return stop_parser(c, UV_ENOMEM, "out of memory");
-    q->hoffs[q->n_hoffs - 1].name_len += (uint32_t)n;
-    return 0;
+    /* A new field line: ": " and CRLF count towards the limit too. */
+    if (rw_fields_opening(&q->fields) && count_bytes(c, q, 4) != 0)
+        return HPE_USER;
+    return rw_fields_name(&q->fields, at, n) == 0 ? 0 : stop_parser(c, UV_ENOMEM, "out of memory");
 }
 
 static int on_header_field_complete(llhttp_t *p)
 {
     conn_t *c = p->data;
     rw_http_creq_t *q = c->req;
-    if (!q || arena_terminate(q) != 0)
-        return stop_parser(c, UV_ENOMEM, "out of memory");
-    q->hoffs[q->n_hoffs - 1].value_off = (uint32_t)q->arena_len;
-    q->field_open = false;
-    return 0;
+    return q && rw_fields_name_done(&q->fields) == 0 ? 0
+                                                     : stop_parser(c, UV_ENOMEM, "out of memory");
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
@@ -898,35 +844,27 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
     rw_http_creq_t *q = c->req;
     if (!q || count_bytes(c, q, n) != 0)
         return HPE_USER;
-    if (arena_append(q, at, n) != 0)
-        return stop_parser(c, UV_ENOMEM, "out of memory");
-    q->hoffs[q->n_hoffs - 1].value_len += (uint32_t)n;
-    return 0;
+    return rw_fields_value(&q->fields, at, n) == 0 ? 0
+                                                   : stop_parser(c, UV_ENOMEM, "out of memory");
 }
 
 static int on_header_value_complete(llhttp_t *p)
 {
     conn_t *c = p->data;
     rw_http_creq_t *q = c->req;
-    return q && arena_terminate(q) == 0 ? 0 : stop_parser(c, UV_ENOMEM, "out of memory");
+    return q && rw_fields_value_done(&q->fields) == 0 ? 0
+                                                      : stop_parser(c, UV_ENOMEM, "out of memory");
 }
 
-/* Builds the header array for fields [from, to) (pointers into the arena,
- * which does not move again for this message's head). */
+/* Builds the header array for fields [from, to) (pointers into the fields'
+ * bytes, which do not move again for this message's head). */
 static int build_headers(rw_http_creq_t *q, size_t from, size_t to)
 {
     free(q->hdrs);
     q->hdrs = calloc(to > from ? to - from : 1, sizeof *q->hdrs);
     if (!q->hdrs)
         return UV_ENOMEM;
-    for (size_t i = from; i < to; i++) {
-        hdr_off_t *h = &q->hoffs[i];
-        rw_http_header_t *o = &q->hdrs[i - from];
-        o->name = q->arena + h->name_off;
-        o->name_len = h->name_len;
-        o->value = q->arena + h->value_off;
-        o->value_len = h->value_len;
-    }
+    rw_fields_export(&q->fields, from, to, q->hdrs);
     return 0;
 }
 
@@ -943,7 +881,7 @@ static int on_headers_complete(llhttp_t *p)
         q->interim = true; /* 100 Continue, 103 Early Hints: the real answer follows */
         return 0;
     }
-    if (build_headers(q, 0, q->n_hoffs) != 0)
+    if (build_headers(q, 0, q->fields.n) != 0)
         return stop_parser(c, UV_ENOMEM, "out of memory");
     rw_http_response_t res;
     memset(&res, 0, sizeof res);
@@ -951,13 +889,13 @@ static int on_headers_complete(llhttp_t *p)
     res.http_major = p->http_major;
     res.http_minor = p->http_minor;
     res.headers = q->hdrs;
-    res.n_headers = q->n_hoffs;
+    res.n_headers = q->fields.n;
     res.chunked = (p->flags & F_CHUNKED) != 0;
     res.content_length =
         !res.chunked && (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
     res.has_body = !q->head_request && status != 204 && status != 304 && res.content_length != 0;
     res.keep_alive = llhttp_should_keep_alive(p) != 0;
-    q->n_head_fields = q->n_hoffs;
+    q->n_head_fields = q->fields.n;
     q->head_done = true;
     q->in_trailers = true; /* any further field lines are trailers */
     free(q->head);          /* an answered request is never resent */
@@ -1011,9 +949,9 @@ static void conn_response_done(conn_t *c)
     rw_http_creq_t *q = c->req;
     bool reuse = c->keep_alive && q->ended_body && q->pending == NULL && c->rlen == 0 &&
                  !c->eof && !c->cli->closing;
-    size_t n_trailers = q->n_hoffs - q->n_head_fields;
+    size_t n_trailers = q->fields.n - q->n_head_fields;
     rw_http_header_t *trailers = NULL;
-    if (n_trailers > 0 && build_headers(q, q->n_head_fields, q->n_hoffs) == 0)
+    if (n_trailers > 0 && build_headers(q, q->n_head_fields, q->fields.n) == 0)
         trailers = q->hdrs;
     else
         n_trailers = 0;

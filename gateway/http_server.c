@@ -9,6 +9,7 @@
 #include "reelway/http.h"
 
 #include "reelway/error.h"
+#include "http_fields.h"
 
 #include <errno.h>
 #include <llhttp.h>
@@ -26,7 +27,6 @@
 #define READ_BUF_SIZE (64 * 1024)
 #define READ_BUF_CACHE 64
 #define WRITE_HIGH_WATER (256 * 1024)
-#define ARENA_INITIAL 1024
 
 typedef struct conn_s conn_t;
 typedef struct req_s req_t;
@@ -46,26 +46,14 @@ enum timer_mode_e { TIMER_OFF, TIMER_HEAD, TIMER_BODY, TIMER_IDLE, TIMER_WRITE, 
 #define LINGER_MS 5000
 #define LINGER_MAX_BYTES (16 << 20) /* a refused upload of this size can still be answered */
 
-/* A header while being parsed: offsets into the request arena, which may move. */
-typedef struct {
-    uint32_t name_off, name_len, value_off, value_len;
-} hdr_off_t;
-
 struct req_s {
     rw_http_req_t pub;
     conn_t *conn;                 /* NULL once the connection is gone */
-    char *arena;                  /* URL and header bytes, NUL-separated */
-    size_t arena_len, arena_cap;
-    hdr_off_t *hoffs;
-    size_t n_hoffs, cap_hoffs;
+    rw_fields_t head;             /* the target, then the header fields */
     size_t head_bytes;
-    bool field_open;              /* a header name is being received */
-    /* Trailers of a chunked body: their own storage, since the head's arena
-     * must not move once the header array points into it. */
-    char *tarena;
-    size_t tarena_len, tarena_cap;
-    hdr_off_t *toffs;
-    size_t n_toffs;
+    /* Trailers of a chunked body: their own storage, since the head's must
+     * not move once the header array points into it. */
+    rw_fields_t trail;
     rw_http_header_t *trailers;
     bool head_done;
     bool dispatched;              /* the handler has it: only rw_http_res_end frees it */
@@ -371,32 +359,6 @@ static void conn_trim_rbuf(conn_t *c)
     }
 }
 
-/* ---- request arena ------------------------------------------------------ */
-
-static int arena_append(req_t *r, const char *at, size_t n)
-{
-    if (r->arena_len + n + 1 > r->arena_cap) {
-        size_t cap = r->arena_cap ? r->arena_cap : ARENA_INITIAL;
-        while (cap < r->arena_len + n + 1)
-            cap *= 2;
-        char *p = realloc(r->arena, cap);
-        if (!p)
-            return UV_ENOMEM;
-        r->arena = p;
-        r->arena_cap = cap;
-    }
-    memcpy(r->arena + r->arena_len, at, n);
-    r->arena_len += n;
-    return 0;
-}
-
-static int arena_terminate(req_t *r)
-{
-    int rc = arena_append(r, "", 0);
-    if (rc == 0)
-        r->arena[r->arena_len++] = '\0';
-    return rc;
-}
 
 /* ---- writing ------------------------------------------------------------ */
 
@@ -737,18 +699,18 @@ static int on_url(llhttp_t *p, const char *at, size_t n)
 {
     conn_t *c = p->data;
     req_t *r = c->req;
-    if (r->arena_len + n > c->srv->limits.max_uri_bytes)
+    if (r->head.len + n > c->srv->limits.max_uri_bytes)
         return limit_error(c, 414, "request target longer than the limit");
     r->head_bytes += n;
-    return arena_append(r, at, n) == 0 ? 0 : limit_error(c, 503, "out of memory");
+    return rw_fields_append(&r->head, at, n) == 0 ? 0 : limit_error(c, 503, "out of memory");
 }
 
 static int on_url_complete(llhttp_t *p)
 {
     conn_t *c = p->data;
     req_t *r = c->req;
-    r->pub.target_len = r->arena_len;
-    return arena_terminate(r) == 0 ? 0 : limit_error(c, 503, "out of memory");
+    r->pub.target_len = r->head.len;
+    return rw_fields_terminate(&r->head) == 0 ? 0 : limit_error(c, 503, "out of memory");
 }
 
 static int head_grow(conn_t *c, req_t *r, size_t n)
@@ -762,45 +724,19 @@ static int head_grow(conn_t *c, req_t *r, size_t n)
 static int trailer_span(conn_t *c, req_t *r, const char *at, size_t n, int what)
 {
     /* what: 0 name bytes, 1 name complete, 2 value bytes, 3 value complete */
-    if (r->tarena_len + n + 1 > c->srv->limits.max_header_bytes)
+    rw_fields_t *t = &r->trail;
+    int rc;
+    if (t->len + n + 1 > c->srv->limits.max_header_bytes)
         return limit_error(c, 400, "request trailers larger than the limit");
-    if (what == 0 && !r->field_open) {
-        if (r->n_toffs == c->srv->limits.max_headers)
-            return limit_error(c, 400, "too many request trailers");
-        hdr_off_t *t = realloc(r->toffs, (r->n_toffs + 1) * sizeof *t);
-        if (!t)
-            return limit_error(c, 503, "out of memory");
-        r->toffs = t;
-        memset(&t[r->n_toffs], 0, sizeof *t);
-        t[r->n_toffs++].name_off = (uint32_t)r->tarena_len;
-        r->field_open = true;
+    if (what == 0 && rw_fields_opening(t) && t->n == c->srv->limits.max_headers)
+        return limit_error(c, 400, "too many request trailers");
+    switch (what) {
+    case 0: rc = rw_fields_name(t, at, n); break;
+    case 1: rc = rw_fields_name_done(t); break;
+    case 2: rc = rw_fields_value(t, at, n); break;
+    default: rc = rw_fields_value_done(t); break;
     }
-    if (r->tarena_len + n + 1 > r->tarena_cap) {
-        size_t cap = r->tarena_cap ? r->tarena_cap * 2 : 256;
-        while (cap < r->tarena_len + n + 1)
-            cap *= 2;
-        char *a = realloc(r->tarena, cap);
-        if (!a)
-            return limit_error(c, 503, "out of memory");
-        r->tarena = a;
-        r->tarena_cap = cap;
-    }
-    hdr_off_t *t = &r->toffs[r->n_toffs - 1];
-    if (what == 1 || what == 3) {
-        r->tarena[r->tarena_len++] = '\0';
-        if (what == 1) {
-            t->value_off = (uint32_t)r->tarena_len;
-            r->field_open = false;
-        }
-        return 0;
-    }
-    memcpy(r->tarena + r->tarena_len, at, n);
-    r->tarena_len += n;
-    if (what == 0)
-        t->name_len += (uint32_t)n;
-    else
-        t->value_len += (uint32_t)n;
-    return 0;
+    return rc == 0 ? 0 : limit_error(c, 503, "out of memory");
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t n)
@@ -811,29 +747,14 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
         return trailer_span(c, r, at, n, 0);
     if (head_grow(c, r, n) != 0)
         return HPE_USER;
-    if (!r->field_open) {
+    if (rw_fields_opening(&r->head)) {
         /* A new header line: ": " and CRLF count towards the head size too. */
         if (head_grow(c, r, 4) != 0)
             return HPE_USER;
-        if (r->n_hoffs == c->srv->limits.max_headers)
+        if (r->head.n == c->srv->limits.max_headers)
             return limit_error(c, 431, "too many request headers");
-        if (r->n_hoffs == r->cap_hoffs) {
-            size_t cap = r->cap_hoffs ? r->cap_hoffs * 2 : 16;
-            hdr_off_t *h = realloc(r->hoffs, cap * sizeof *h);
-            if (!h)
-                return limit_error(c, 503, "out of memory");
-            r->hoffs = h;
-            r->cap_hoffs = cap;
-        }
-        hdr_off_t *h = &r->hoffs[r->n_hoffs++];
-        memset(h, 0, sizeof *h);
-        h->name_off = (uint32_t)r->arena_len;
-        r->field_open = true;
     }
-    if (arena_append(r, at, n) != 0)
-        return limit_error(c, 503, "out of memory");
-    r->hoffs[r->n_hoffs - 1].name_len += (uint32_t)n;
-    return 0;
+    return rw_fields_name(&r->head, at, n) == 0 ? 0 : limit_error(c, 503, "out of memory");
 }
 
 static int on_header_field_complete(llhttp_t *p)
@@ -842,12 +763,7 @@ static int on_header_field_complete(llhttp_t *p)
     req_t *r = c->req;
     if (r->head_done)
         return trailer_span(c, r, NULL, 0, 1);
-    if (arena_terminate(r) != 0)
-        return limit_error(c, 503, "out of memory");
-    /* The value starts after the name's NUL; it may stay empty. */
-    r->hoffs[r->n_hoffs - 1].value_off = (uint32_t)r->arena_len;
-    r->field_open = false;
-    return 0;
+    return rw_fields_name_done(&r->head) == 0 ? 0 : limit_error(c, 503, "out of memory");
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
@@ -858,10 +774,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
         return trailer_span(c, r, at, n, 2);
     if (head_grow(c, r, n) != 0)
         return HPE_USER;
-    if (arena_append(r, at, n) != 0)
-        return limit_error(c, 503, "out of memory");
-    r->hoffs[r->n_hoffs - 1].value_len += (uint32_t)n;
-    return 0;
+    return rw_fields_value(&r->head, at, n) == 0 ? 0 : limit_error(c, 503, "out of memory");
 }
 
 static int on_header_value_complete(llhttp_t *p)
@@ -869,7 +782,7 @@ static int on_header_value_complete(llhttp_t *p)
     conn_t *c = p->data;
     if (c->req->head_done)
         return trailer_span(c, c->req, NULL, 0, 3);
-    return arena_terminate(c->req) == 0 ? 0 : limit_error(c, 503, "out of memory");
+    return rw_fields_value_done(&c->req->head) == 0 ? 0 : limit_error(c, 503, "out of memory");
 }
 
 static int on_headers_complete(llhttp_t *p)
@@ -877,18 +790,12 @@ static int on_headers_complete(llhttp_t *p)
     conn_t *c = p->data;
     req_t *r = c->req;
     rw_http_req_t *q = &r->pub;
-    q->headers = calloc(r->n_hoffs ? r->n_hoffs : 1, sizeof *q->headers);
+    q->headers = calloc(r->head.n ? r->head.n : 1, sizeof *q->headers);
     if (!q->headers)
         return limit_error(c, 503, "out of memory");
-    for (size_t i = 0; i < r->n_hoffs; i++) {
-        hdr_off_t *h = &r->hoffs[i];
-        q->headers[i].name = r->arena + h->name_off;
-        q->headers[i].name_len = h->name_len;
-        q->headers[i].value = r->arena + h->value_off;
-        q->headers[i].value_len = h->value_len;
-    }
-    q->n_headers = r->n_hoffs;
-    q->target = r->arena;
+    rw_fields_export(&r->head, 0, r->head.n, q->headers);
+    q->n_headers = r->head.n;
+    q->target = r->head.bytes;
     const char *qm = memchr(q->target, '?', q->target_len);
     q->path = q->target;
     q->path_len = qm ? (size_t)(qm - q->target) : q->target_len;
@@ -964,16 +871,11 @@ static int on_message_complete(llhttp_t *p)
     conn_t *c = p->data;
     req_t *r = c->req;
     r->message_done = true;
-    if (r->n_toffs && !r->trailers) {
-        r->trailers = calloc(r->n_toffs, sizeof *r->trailers);
+    if (r->trail.n && !r->trailers) {
+        r->trailers = calloc(r->trail.n, sizeof *r->trailers);
         if (!r->trailers)
             return limit_error(c, 503, "out of memory");
-        for (size_t i = 0; i < r->n_toffs; i++) {
-            r->trailers[i].name = r->tarena + r->toffs[i].name_off;
-            r->trailers[i].name_len = r->toffs[i].name_len;
-            r->trailers[i].value = r->tarena + r->toffs[i].value_off;
-            r->trailers[i].value_len = r->toffs[i].value_len;
-        }
+        rw_fields_export(&r->trail, 0, r->trail.n, r->trailers);
     }
     body_finish(r, 0);
     if (c->req != r) {
@@ -1523,11 +1425,9 @@ static void req_release(req_t *r)
         srv->on_done(&r->pub, srv->done_cb_arg);
     free(r->whole);
     free(r->trailers);
-    free(r->toffs);
-    free(r->tarena);
+    rw_fields_free(&r->trail);
     free(r->pub.headers);
-    free(r->hoffs);
-    free(r->arena);
+    rw_fields_free(&r->head);
     free(r);
     /* A server being stopped waits for the last request a handler held. */
     srv->live_reqs--;
@@ -1884,7 +1784,7 @@ void rw_http_respond_error(rw_http_req_t *req, int status, const char *message,
 const rw_http_header_t *rw_http_req_trailers(const rw_http_req_t *req, size_t *n)
 {
     const req_t *r = (const req_t *)req;
-    *n = r->trailers ? r->n_toffs : 0;
+    *n = r->trailers ? r->trail.n : 0;
     return r->trailers;
 }
 
