@@ -354,7 +354,9 @@ enum {
     RW_TPL_S3_REMOVED_ALL = 0x30
 };
 
-/** A bucket notification: an S3 event of a function (invoked asynchronously). */
+/** A bucket notification: an S3 event of a function (invoked asynchronously). Parsed
+ *  and kept in the model, but not served yet: a template with one loads only with
+ *  rw_template_params_t.keep_unserved (see there). */
 typedef struct rw_tpl_notification_s {
     int bucket;
     int function;
@@ -465,6 +467,11 @@ typedef struct rw_template_params_s {
     const char *stack_name; /**< AWS::StackName, default "reelway" */
     const char *endpoint;   /**< the gateway's public URL, default "http://127.0.0.1:3000" */
     bool check_code;        /**< also report CodeUri paths that do not exist */
+    bool keep_unserved;     /**< load elements reelway parses but does not serve yet (S3
+                                 events: bucket notifications come with the upload path)
+                                 into the model without an error. For tests of the model
+                                 only: `reelway validate` and `serve` leave it false, so
+                                 such a template is refused at the element's line */
 } rw_template_params_t;
 
 /** Templates larger than this are refused (CloudFormation's own limit is 1 MB). */

@@ -148,6 +148,14 @@ void rw__template_add_s3_event(ctx_t *c, int fn, const node_t *name, const node_
     }
     if (!ok)
         return;
+    /* Nothing can create an object through reelway before the upload path
+     * exists: a notification would never fire, and a template element that
+     * silently does nothing is worse than a refusal. The model keeps it. */
+    if (!c->params || !c->params->keep_unserved)
+        rw__template_error(c, name,
+                           "S3 event %s: bucket notifications arrive with the upload path: not "
+                           "served yet",
+                           name->str);
     rw_tpl_notification_t *no = RW_TPL_PUSH(c->arena, t->notifications, t->notification_count);
     no->bucket = bucket;
     no->function = fn;
