@@ -6,8 +6,10 @@
 
 #include "reelway/error.h"
 
+#include <cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,7 +221,11 @@ int rw_queue_create_indexes(mongoc_client_t *client, const rw_queue_opts_t *opts
 
 static int check_msg(const rw_queue_msg_t *msg)
 {
-    if (!msg || !msg->queue || !msg->function || (!msg->payload && msg->len))
+    if (!msg || !msg->queue || (!msg->payload && msg->len))
+        return UV_EINVAL;
+    /* Only an SQS queue's message goes without a function: its queue's
+     * targets consume it. */
+    if (!msg->function && strncmp(msg->queue, RW_QUEUE_SQS_PREFIX, strlen(RW_QUEUE_SQS_PREFIX)))
         return UV_EINVAL;
     if (msg->max_attempts < 0 || msg->max_attempts > MAX_ATTEMPTS_CAP || msg->max_age_ms < 0 ||
         msg->visibility_ms < 0 || msg->delay_ms < 0)
@@ -228,7 +234,7 @@ static int check_msg(const rw_queue_msg_t *msg)
         return UV_EINVAL;
     if (msg->len > RW_QUEUE_PAYLOAD_MAX)
         return RW_ELIMIT;
-    if (!valid_name(msg->queue) || !valid_name(msg->function))
+    if (!valid_name(msg->queue) || (msg->function && !valid_name(msg->function)))
         return RW_EPARSE;
     /* Strings must be valid UTF-8 for BSON; NUL is refused because deliveries
      * hand the payload on as a C string too. */
@@ -249,7 +255,8 @@ static bson_t *build_msg(const rw_queue_msg_t *msg, const char *id)
     bson_t *doc = bson_new();
     BSON_APPEND_UTF8(doc, "_id", id);
     BSON_APPEND_UTF8(doc, "queue", msg->queue);
-    BSON_APPEND_UTF8(doc, "function", msg->function);
+    if (msg->function)
+        BSON_APPEND_UTF8(doc, "function", msg->function);
     bson_append_utf8(doc, "payload", -1, msg->len ? msg->payload : "", (int)msg->len);
     if (msg->attributes)
         BSON_APPEND_UTF8(doc, "attributes", msg->attributes);
@@ -313,6 +320,53 @@ int rw_queue_enqueue_sync(mongoc_client_t *client, const rw_queue_opts_t *opts,
     if (id_out)
         snprintf(id_out, RW_QUEUE_ID_LEN, "%s", id);
     return rc;
+}
+
+int rw_queue_release_held_sync(mongoc_client_t *client, const rw_queue_opts_t *opts,
+                               const char *id, char *why, size_t whylen)
+{
+    names_t n;
+    if (names_init(&n, opts) != 0) {
+        snprintf(why, whylen, "invalid queue collection names");
+        return RW_ECONFIG;
+    }
+    /* Only while nobody has claimed it (gen 0): a consumer's claim writes
+     * the cache after its record, and this must never overwrite its lease.
+     * Should the two race anyway (the hold ended meanwhile), the record is
+     * the truth and the next claimer repairs the cache (see claim_candidate). */
+    int64_t now = epoch_ms();
+    bson_t *sel = BCON_NEW("_id", BCON_UTF8(id), "gen", BCON_INT64(0), "state", BCON_UTF8("ready"),
+                           "visible_at", "{", "$gt", BCON_DATE_TIME(now), "}");
+    bson_t *update = BCON_NEW("$set", "{", "visible_at", BCON_DATE_TIME(now), "}");
+    bson_t opts_doc = BSON_INITIALIZER;
+    append_majority(&opts_doc);
+    mongoc_collection_t *coll = get_coll(&n, client, n.coll);
+    bson_error_t error;
+    bool ok = mongoc_collection_update_one(coll, sel, update, &opts_doc, NULL, &error);
+    mongoc_collection_destroy(coll);
+    bson_destroy(&opts_doc);
+    bson_destroy(update);
+    bson_destroy(sel);
+    return ok ? 0 : db_error(&error, "cannot release the held message", why, whylen);
+}
+
+void rw_queue_derive_id(const char *id, const char *what, char out[RW_QUEUE_ID_LEN])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    /* A NUL between the two keeps ("ab", "c") and ("a", "bc") apart. */
+    if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) ||
+        !EVP_DigestUpdate(ctx, id, strlen(id) + 1) ||
+        !EVP_DigestUpdate(ctx, what, strlen(what)) || !EVP_DigestFinal_ex(ctx, md, &len))
+        abort(); /* only out of memory: a fixed-size allocation */
+    EVP_MD_CTX_free(ctx);
+    md[6] = (unsigned char)((md[6] & 0x0f) | 0x80); /* RFC 9562 version 8: custom */
+    md[8] = (unsigned char)((md[8] & 0x3f) | 0x80);
+    snprintf(out, RW_QUEUE_ID_LEN,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", md[0], md[1],
+             md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11], md[12], md[13],
+             md[14], md[15]);
 }
 
 struct rw_queue_s {
@@ -439,6 +493,8 @@ typedef struct transition_s {
     int64_t attempts, failures;
     const char *last_error; /* retry, dead */
     const char *reason;     /* dead */
+    const bson_t *forward;  /* dead: array of the messages it leaves in other queues, or NULL */
+    bool no_letter;         /* dead: no dead letter is kept (a redrive) */
     int64_t at;             /* when it was recorded */
 } transition_t;
 
@@ -459,7 +515,9 @@ static const char *state_of(const char *kind)
     return "ready";
 }
 
-static void transition_from_record(transition_t *t, const bson_t *rec)
+/* Reads a record into t; t->forward then points into storage (a bson_t the
+ * caller destroys), valid while rec is. */
+static void transition_from_record(transition_t *t, const bson_t *rec, bson_t *storage)
 {
     const char *kind = doc_utf8(rec, "kind", NULL);
     t->kind = kind ? kind : "claim";
@@ -469,12 +527,29 @@ static void transition_from_record(transition_t *t, const bson_t *rec)
     t->last_error = doc_utf8(rec, "last_error", NULL);
     t->reason = doc_utf8(rec, "reason", NULL);
     t->at = doc_date(rec, "at", 0);
+    t->forward = NULL;
+    bson_iter_t it;
+    t->no_letter = bson_iter_init_find(&it, rec, "letter") && BSON_ITER_HOLDS_BOOL(&it) &&
+                   !bson_iter_bool(&it);
+    bson_init(storage);
+    if (bson_iter_init_find(&it, rec, "forward") && BSON_ITER_HOLDS_ARRAY(&it)) {
+        uint32_t len;
+        const uint8_t *data;
+        bson_iter_array(&it, &len, &data);
+        bson_destroy(storage);
+        if (bson_init_static(storage, data, len))
+            t->forward = storage;
+        else
+            bson_init(storage);
+    }
 }
 
 static void head_from_record(head_t *h, const bson_t *rec)
 {
     transition_t t;
-    transition_from_record(&t, rec);
+    bson_t forward;
+    transition_from_record(&t, rec, &forward);
+    bson_destroy(&forward);
     h->gen = doc_int(rec, "gen", 0);
     snprintf(h->state, sizeof h->state, "%s", state_of(t.kind));
     h->until = t.until;
@@ -546,6 +621,10 @@ static int record(mongoc_client_t *client, const names_t *n, const char *id, int
         BSON_APPEND_UTF8(&doc, "last_error", t->last_error);
     if (t->reason)
         BSON_APPEND_UTF8(&doc, "reason", t->reason);
+    if (t->forward)
+        BSON_APPEND_ARRAY(&doc, "forward", t->forward);
+    if (t->no_letter)
+        BSON_APPEND_BOOL(&doc, "letter", false);
     bson_t opts = BSON_INITIALIZER;
     append_majority(&opts);
     mongoc_collection_t *claims = get_coll(n, client, n->claims);
@@ -585,6 +664,8 @@ static bson_t *head_update(const transition_t *t, int64_t gen, const char *owner
     if (claim) {
         BSON_APPEND_UTF8(&set, "owner", owner);
         BSON_APPEND_DATE_TIME(&set, "claimed_at", t->at);
+        if (t->attempts == 1)
+            BSON_APPEND_DATE_TIME(&set, "first_claimed_at", t->at);
     }
     if (t->last_error) {
         BSON_APPEND_UTF8(&set, "last_error", t->last_error);
@@ -657,6 +738,38 @@ static int remove_msg(mongoc_client_t *client, const names_t *n, const char *id,
     return rc;
 }
 
+/* Inserts the messages a dead one leaves in other queues (t->forward of its
+ * "dead" record). Their ids are derived from the dead message's: a second
+ * mover's insert is refused, which is success. */
+static int insert_forwards(mongoc_client_t *client, const names_t *n, const bson_t *forward,
+                           char *why, size_t whylen)
+{
+    if (!forward)
+        return 0;
+    bson_iter_t it;
+    if (!bson_iter_init(&it, forward))
+        return 0;
+    mongoc_collection_t *coll = get_coll(n, client, n->coll);
+    bson_t opts = BSON_INITIALIZER;
+    append_majority(&opts);
+    int rc = 0;
+    while (rc == 0 && bson_iter_next(&it)) {
+        if (!BSON_ITER_HOLDS_DOCUMENT(&it))
+            continue;
+        uint32_t len;
+        const uint8_t *data;
+        bson_iter_document(&it, &len, &data);
+        bson_t msg;
+        bson_error_t error;
+        if (bson_init_static(&msg, data, len) &&
+            !mongoc_collection_insert_one(coll, &msg, &opts, NULL, &error) && error.code != 11000)
+            rc = db_error(&error, "cannot forward the dead message", why, whylen);
+    }
+    bson_destroy(&opts);
+    mongoc_collection_destroy(coll);
+    return rc;
+}
+
 /* Finishes a won "dead" transition t: the dead letter is the message with its
  * final counts and error from t, upserted by _id so that a second mover (after
  * a crash) changes nothing; then the message goes. */
@@ -699,11 +812,13 @@ static int move_dead(mongoc_client_t *client, const names_t *n, const char *id,
     mongoc_collection_t *dead = get_coll(n, client, n->dead);
     /* On FerretDB an upsert is a read then an insert: of two movers racing,
      * one may get a duplicate key for the letter the other just wrote. */
-    if (mongoc_collection_replace_one(dead, sel, &letter, &opts, NULL, &error) ||
+    if (t->no_letter || mongoc_collection_replace_one(dead, sel, &letter, &opts, NULL, &error) ||
         error.code == 11000)
-        rc = remove_msg(client, n, id, NULL, why, whylen);
+        rc = insert_forwards(client, n, t->forward, why, whylen);
     else
         rc = db_error(&error, "cannot write the dead letter", why, whylen);
+    if (rc == 0)
+        rc = remove_msg(client, n, id, NULL, why, whylen);
     mongoc_collection_destroy(dead);
     bson_destroy(&opts);
     bson_destroy(&letter);
@@ -718,22 +833,46 @@ static int finish_terminal(mongoc_client_t *client, const names_t *n, const char
                            const bson_t *rec, char *why, size_t whylen)
 {
     transition_t t;
-    transition_from_record(&t, rec);
-    if (strcmp(t.kind, "dead") == 0)
-        return move_dead(client, n, id, &t, why, whylen);
-    return remove_msg(client, n, id, NULL, why, whylen);
+    bson_t forward;
+    transition_from_record(&t, rec, &forward);
+    int rc = strcmp(t.kind, "dead") == 0 ? move_dead(client, n, id, &t, why, whylen)
+                                          : remove_msg(client, n, id, NULL, why, whylen);
+    bson_destroy(&forward);
+    return rc;
 }
 
 /* ---- consumer ------------------------------------------------------------------ */
 
+typedef struct delivery_s delivery_t;
+typedef struct batch_s batch_t;
+
 typedef struct target_s {
     char *function;
+    char *queue; /* NULL: a function target */
     int concurrency;
-    int inflight;
+    int inflight; /* deliveries (function target) or batches, the gathering one included */
     int64_t visibility_ms;
+    int batch_size;
+    uint64_t batch_window_ms;
+    size_t batch_max_bytes;
+    int64_t sqs_visibility_ms;
+    int max_receives;
+    rw_queue_forward_t *forwards; /* strings owned */
+    size_t n_forwards;
+    batch_t *gathering; /* queue target: the batch being filled */
 } target_t;
 
-typedef struct delivery_s delivery_t;
+/* A queue target's batch: filled while its window lasts, then invoked; it
+ * holds a concurrency slot of its target until its last delivery ends. */
+struct batch_s {
+    target_t *target;
+    delivery_t **items;
+    size_t n;
+    size_t bytes;
+    uint64_t deadline; /* loop time its window closes */
+    size_t remaining;  /* deliveries not yet ended (from the flush on) */
+    batch_t *next;     /* the consumer's list of gathering batches */
+};
 
 struct rw_queue_consumer_s {
     uv_loop_t *loop;
@@ -749,11 +888,14 @@ struct rw_queue_consumer_s {
     int64_t visibility_ms;
     int max_lost;
     rw_queue_invoke_cb invoke;
+    rw_queue_invoke_batch_cb invoke_batch;
     void *invoke_arg;
     uv_timer_t poll_timer;  /* next claim */
     uv_timer_t retry_timer; /* outcomes waiting after a database error */
     uv_timer_t sweep_timer; /* records left by dead consumers */
+    uv_timer_t batch_timer; /* the first gathering batch's window */
     delivery_t *retries;
+    batch_t *gathering; /* batches being filled, in no order */
     int open_handles;
     unsigned jobs; /* threadpool jobs not yet back */
     bool indexes_ready;
@@ -771,13 +913,16 @@ struct delivery_s {
     rw_queue_delivery_t pub; /* first: the invoker's pointer is ours */
     rw_queue_consumer_t *c;
     target_t *target;
+    batch_t *batch;             /* queue targets */
     bson_t *doc;                /* the message as claimed; owns pub's strings */
     int64_t gen;                /* the claim's transition */
+    int64_t claim_at;           /* when it was claimed (its receive) */
     int64_t attempts, failures; /* after the claim */
     int max_attempts;
     bool ended;
     rw_queue_outcome_t outcome;
     char *error;
+    char receipt[MAX_ID_LEN + 24];
     char token[33]; /* of the outcome's transition, kept across retries */
     int64_t recorded_at;
     uv_work_t work;
@@ -791,17 +936,30 @@ struct delivery_s {
 
 enum claim_result_e { CLAIM_NONE, CLAIM_MESSAGE, CLAIM_HANDLED, CLAIM_ERROR };
 
+/* A queue target claims up to this many messages in one job; more come in the
+ * next jobs while its batch window lasts. */
+#define CLAIMS_PER_JOB 64
+#define MAX_TARGETS 64
+
+typedef struct claimed_s {
+    bson_t *doc; /* the claimed message (its cache just written) */
+    target_t *target;
+    int64_t gen, lease_end, claim_at;
+} claimed_t;
+
 typedef struct {
     uv_work_t work;
     rw_queue_consumer_t *c;
     bool create_indexes, indexes_done;
-    target_t *eligible[64];
+    target_t *eligible[MAX_TARGETS];
+    int room[MAX_TARGETS]; /* messages each eligible target may still take in this job */
     size_t n_eligible;
+    int total_room;
     enum claim_result_e result;
-    bool dead_lettered;
-    bson_t *doc; /* the claimed message (its cache just written) */
-    target_t *target;
-    int64_t gen, lease_end;
+    unsigned dead_lettered;
+    bool handled;
+    claimed_t claimed[CLAIMS_PER_JOB];
+    size_t n_claimed;
     char why[256];
 } claim_job_t;
 
@@ -829,18 +987,62 @@ static void backoff(rw_queue_consumer_t *c)
 
 typedef struct {
     char id[MAX_ID_LEN + 1];
-    target_t *target;
+    char function[NAME_MAX_LEN + 1]; /* empty: none (an SQS message) */
+    char queue[NAME_MAX_LEN + 1];
     int64_t visibility_ms;
     head_t head; /* as the cache says */
 } candidate_t;
 
-/* The oldest visible messages of the eligible functions: ready ones, claimed
+/* The eligible target with room left in this job that consumes cand, or -1. */
+static int target_for(const claim_job_t *job, const candidate_t *cand)
+{
+    for (size_t i = 0; i < job->n_eligible; i++) {
+        const target_t *t = job->eligible[i];
+        if (job->room[i] <= 0)
+            continue;
+        if (t->queue ? strcmp(t->queue, cand->queue) == 0
+                     : cand->function[0] && strcmp(t->function, cand->function) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* Appends {field: {$in: [the eligible targets' values]}} to or (an array under
+ * construction) when some target has one; returns the next array index. */
+static int append_in(bson_t *or, int index, const claim_job_t *job, bool queues)
+{
+    bson_t clause, in, arr;
+    size_t k = 0;
+    for (size_t i = 0; i < job->n_eligible; i++)
+        k += (job->eligible[i]->queue != NULL) == queues;
+    if (k == 0)
+        return index;
+    char key[16];
+    snprintf(key, sizeof key, "%d", index);
+    bson_append_document_begin(or, key, -1, &clause);
+    bson_append_document_begin(&clause, queues ? "queue" : "function", -1, &in);
+    bson_append_array_begin(&in, "$in", -1, &arr);
+    k = 0;
+    for (size_t i = 0; i < job->n_eligible; i++) {
+        const target_t *t = job->eligible[i];
+        if ((t->queue != NULL) != queues)
+            continue;
+        snprintf(key, sizeof key, "%zu", k++);
+        BSON_APPEND_UTF8(&arr, key, queues ? t->queue : t->function);
+    }
+    bson_append_array_end(&in, &arr);
+    bson_append_document_end(&clause, &in);
+    bson_append_document_end(or, &clause);
+    return index + 1;
+}
+
+/* The oldest visible messages of the eligible targets: ready ones, claimed
  * ones whose lease has ended (their consumer died or overran), and ones whose
  * mover died halfway to the dead letters. */
 static int find_candidates(claim_job_t *job, mongoc_collection_t *coll, int64_t now,
-                           candidate_t *out, size_t *n_out)
+                           candidate_t *out, size_t max, size_t *n_out)
 {
-    bson_t filter = BSON_INITIALIZER, states, in, range, fns, arr;
+    bson_t filter = BSON_INITIALIZER, states, in, range, or;
     bson_append_document_begin(&filter, "state", -1, &states);
     bson_append_array_begin(&states, "$in", -1, &in);
     BSON_APPEND_UTF8(&in, "0", "ready");
@@ -851,37 +1053,34 @@ static int find_candidates(claim_job_t *job, mongoc_collection_t *coll, int64_t 
     bson_append_document_begin(&filter, "visible_at", -1, &range);
     BSON_APPEND_DATE_TIME(&range, "$lte", now);
     bson_append_document_end(&filter, &range);
-    bson_append_document_begin(&filter, "function", -1, &fns);
-    bson_append_array_begin(&fns, "$in", -1, &arr);
-    for (size_t i = 0; i < job->n_eligible; i++) {
-        char key[16];
-        snprintf(key, sizeof key, "%zu", i);
-        BSON_APPEND_UTF8(&arr, key, job->eligible[i]->function);
-    }
-    bson_append_array_end(&fns, &arr);
-    bson_append_document_end(&filter, &fns);
+    /* Function targets claim by function, queue targets by queue (SQS
+     * messages have no function, and asynchronous ones no "sqs:" queue). */
+    bson_append_array_begin(&filter, "$or", -1, &or);
+    append_in(&or, append_in(&or, 0, job, false), job, true);
+    bson_append_array_end(&filter, &or);
     /* The payload stays behind: eight candidates could weigh 8 MB. */
     bson_t *opts = BCON_NEW("sort", "{", "visible_at", BCON_INT32(1), "}", "limit",
-                            BCON_INT64(CLAIM_CANDIDATES), "projection", "{", "function",
-                            BCON_INT32(1), "visibility_ms", BCON_INT32(1), "state", BCON_INT32(1),
-                            "gen", BCON_INT32(1), "visible_at", BCON_INT32(1), "attempts",
-                            BCON_INT32(1), "failures", BCON_INT32(1), "}");
+                            BCON_INT64((int64_t)max), "projection", "{", "function",
+                            BCON_INT32(1), "queue", BCON_INT32(1), "visibility_ms", BCON_INT32(1),
+                            "state", BCON_INT32(1), "gen", BCON_INT32(1), "visible_at",
+                            BCON_INT32(1), "attempts", BCON_INT32(1), "failures", BCON_INT32(1),
+                            "}");
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
     const bson_t *doc;
     size_t n = 0;
-    while (n < CLAIM_CANDIDATES && mongoc_cursor_next(cur, &doc)) {
+    while (n < max && mongoc_cursor_next(cur, &doc)) {
         const char *id = doc_utf8(doc, "_id", NULL);
         const char *fn = doc_utf8(doc, "function", NULL);
-        if (!id || !fn || strlen(id) > MAX_ID_LEN)
+        const char *queue = doc_utf8(doc, "queue", NULL);
+        if (!id || strlen(id) > MAX_ID_LEN || (fn && strlen(fn) > NAME_MAX_LEN) ||
+            (queue && strlen(queue) > NAME_MAX_LEN))
             continue;
-        out[n].target = NULL;
-        for (size_t i = 0; i < job->n_eligible; i++)
-            if (strcmp(job->eligible[i]->function, fn) == 0)
-                out[n].target = job->eligible[i];
         snprintf(out[n].id, sizeof out[n].id, "%s", id);
+        snprintf(out[n].function, sizeof out[n].function, "%s", fn ? fn : "");
+        snprintf(out[n].queue, sizeof out[n].queue, "%s", queue ? queue : "");
         out[n].visibility_ms = doc_int(doc, "visibility_ms", 0);
         head_from_message(&out[n].head, doc);
-        n += out[n].target != NULL;
+        n++;
     }
     bson_error_t error;
     int rc = 0;
@@ -897,12 +1096,12 @@ static int find_candidates(claim_job_t *job, mongoc_collection_t *coll, int64_t 
 /* After a won claim: writes the cache and reads the whole message back.
  * NULL when the message is gone (its record is then dropped). */
 static bson_t *take_message(claim_job_t *job, mongoc_client_t *client, const char *id,
-                            const transition_t *t, int *rc)
+                            const transition_t *t, int64_t gen, int *rc)
 {
     rw_queue_consumer_t *c = job->c;
     mongoc_collection_t *coll = get_coll(&c->names, client, c->names.coll);
     bson_t *query = BCON_NEW("_id", BCON_UTF8(id));
-    bson_t *update = head_update(t, job->gen, c->owner);
+    bson_t *update = head_update(t, gen, c->owner);
     mongoc_find_and_modify_opts_t *fam = mongoc_find_and_modify_opts_new();
     mongoc_find_and_modify_opts_set_update(fam, update);
     mongoc_find_and_modify_opts_set_flags(fam, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
@@ -938,13 +1137,193 @@ static bson_t *take_message(claim_job_t *job, mongoc_client_t *client, const cha
     return doc;
 }
 
-/* A claimed message that must not be delivered: too old, or its deliveries
- * keep vanishing with their consumer (a poison message that kills reelway).
- * Moves it to the dead letters and returns true; false to deliver it. */
-static bool settle_undeliverable(claim_job_t *job, mongoc_client_t *client, const char *id,
-                                 const transition_t *claim, int64_t now, int *rc)
+/* ---- forwards: what a dead message leaves in other queues ----------------------------- */
+
+static void iso_time(int64_t ms, char out[32])
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    char base[24];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, 32, "%s.%03dZ", base, (int)(ms % 1000));
+}
+
+/* A JSON text as a cJSON value, or the text as a JSON string. */
+static cJSON *json_or_string(const char *text, size_t len)
+{
+    cJSON *j = text ? cJSON_ParseWithLength(text, len) : NULL;
+    if (j)
+        return j;
+    char *copy = text ? strndup(text, len) : NULL;
+    j = cJSON_CreateString(copy ? copy : "");
+    free(copy);
+    return j;
+}
+
+static cJSON *string_attribute(const char *value)
+{
+    cJSON *a = cJSON_CreateObject();
+    cJSON_AddStringToObject(a, "stringValue", value);
+    cJSON_AddItemToObject(a, "stringListValues", cJSON_CreateArray());
+    cJSON_AddItemToObject(a, "binaryListValues", cJSON_CreateArray());
+    cJSON_AddStringToObject(a, "dataType", "String");
+    return a;
+}
+
+/* Lambda's record of a failed asynchronous invocation (its OnFailure
+ * destination), or the event with Lambda's dead-letter attributes. */
+static char *lambda_failure(const rw_queue_forward_t *f, const bson_t *msg, const transition_t *t,
+                            int64_t now, char **attributes)
+{
+    uint32_t plen = 0;
+    const char *payload = doc_utf8(msg, "payload", &plen);
+    const char *id = doc_utf8(msg, "_id", NULL);
+    cJSON *error = t->last_error ? cJSON_Parse(t->last_error) : NULL;
+    const cJSON *message = cJSON_GetObjectItemCaseSensitive(error, "errorMessage");
+    char *out = NULL;
+    *attributes = NULL;
+    if (f->kind == RW_QUEUE_FORWARD_DLQ) {
+        cJSON *attrs = cJSON_CreateObject();
+        char text[1024];
+        snprintf(text, sizeof text, "%s",
+                 cJSON_IsString(message) ? message->valuestring : "the invocation failed");
+        cJSON_AddItemToObject(attrs, "RequestID", string_attribute(id ? id : ""));
+        cJSON_AddItemToObject(attrs, "ErrorCode", string_attribute("200"));
+        cJSON_AddItemToObject(attrs, "ErrorMessage", string_attribute(text));
+        *attributes = cJSON_PrintUnformatted(attrs);
+        cJSON_Delete(attrs);
+        out = strndup(payload ? payload : "", plen);
+        cJSON_Delete(error);
+        return out;
+    }
+    char ts[32], arn[512];
+    iso_time(now, ts);
+    snprintf(arn, sizeof arn, "%s:$LATEST", f->function_arn ? f->function_arn : "");
+    const char *condition = t->reason && strcmp(t->reason, "EventAgeExceeded") == 0
+                                ? "EventAgeExceeded"
+                                : "RetriesExhausted";
+    cJSON *rec = cJSON_CreateObject();
+    cJSON_AddStringToObject(rec, "version", "1.0");
+    cJSON_AddStringToObject(rec, "timestamp", ts);
+    cJSON *ctx = cJSON_AddObjectToObject(rec, "requestContext");
+    cJSON_AddStringToObject(ctx, "requestId", id ? id : "");
+    cJSON_AddStringToObject(ctx, "functionArn", arn);
+    cJSON_AddStringToObject(ctx, "condition", condition);
+    cJSON_AddNumberToObject(ctx, "approximateInvokeCount", (double)t->attempts);
+    cJSON_AddItemToObject(rec, "requestPayload", json_or_string(payload, plen));
+    if (t->failures > 0) {
+        cJSON *resp = cJSON_AddObjectToObject(rec, "responseContext");
+        cJSON_AddNumberToObject(resp, "statusCode", 200);
+        cJSON_AddStringToObject(resp, "executedVersion", "$LATEST");
+        cJSON_AddStringToObject(resp, "functionError", "Unhandled");
+        cJSON_AddItemToObject(rec, "responsePayload",
+                              error ? error : json_or_string(t->last_error, strlen(t->last_error)));
+        error = NULL;
+    }
+    out = cJSON_PrintUnformatted(rec);
+    cJSON_Delete(rec);
+    cJSON_Delete(error);
+    return out;
+}
+
+/* Builds the messages the dead message msg leaves behind under the forwards
+ * of target that apply to t's reason, into array; returns false when no dead
+ * letter is to be kept (it was redriven). Runs when the "dead" transition is
+ * decided; the record keeps them, so that whoever finishes the move inserts
+ * the very same documents. */
+static bool build_forwards(const target_t *target, const bson_t *msg, const transition_t *t,
+                           int64_t now, bson_t *array)
+{
+    bool letter = true;
+    const char *id = doc_utf8(msg, "_id", NULL);
+    bool receives = t->reason && strcmp(t->reason, "MaxReceiveCountExceeded") == 0;
+    unsigned k = 0;
+    for (size_t i = 0; id && i < target->n_forwards; i++) {
+        const rw_queue_forward_t *f = &target->forwards[i];
+        bool redrive = f->kind == RW_QUEUE_FORWARD_REDRIVE;
+        if (redrive != receives)
+            continue; /* a redrive is for receive counts; Lambda's records for the rest */
+        char what[NAME_MAX_LEN + 32], fid[RW_QUEUE_ID_LEN];
+        snprintf(what, sizeof what, "%s:%s",
+                 redrive ? "redrive" : f->kind == RW_QUEUE_FORWARD_DLQ ? "dlq" : "on-failure",
+                 f->queue);
+        rw_queue_derive_id(id, what, fid);
+        int64_t age = f->max_age_ms > 0 ? f->max_age_ms : 345600 * 1000LL;
+        bson_t doc;
+        char key[16];
+        snprintf(key, sizeof key, "%u", k++);
+        bson_append_document_begin(array, key, -1, &doc);
+        BSON_APPEND_UTF8(&doc, "_id", fid);
+        BSON_APPEND_UTF8(&doc, "queue", f->queue);
+        if (redrive) {
+            bson_iter_t it;
+            static const char *const kept[] = {"payload", "attributes", "trace_id"};
+            for (size_t j = 0; j < sizeof kept / sizeof kept[0]; j++)
+                if (bson_iter_init_find(&it, msg, kept[j]))
+                    bson_append_iter(&doc, kept[j], -1, &it);
+            const char *mid = doc_utf8(msg, "message_id", NULL);
+            BSON_APPEND_UTF8(&doc, "message_id", mid ? mid : id);
+            /* As SQS does: the dead-letter queue keeps the original
+             * SentTimestamp, and its retention counts from it. */
+            int64_t created = doc_date(msg, "created_at", now);
+            BSON_APPEND_DATE_TIME(&doc, "created_at", created);
+            BSON_APPEND_DATE_TIME(&doc, "expires_at", created + age);
+            BSON_APPEND_DATE_TIME(&doc, "visible_at", now);
+            letter = false;
+        } else {
+            char *attributes = NULL;
+            char *payload = lambda_failure(f, msg, t, now, &attributes);
+            if (payload && bson_utf8_validate(payload, strlen(payload), false))
+                BSON_APPEND_UTF8(&doc, "payload", payload);
+            else
+                BSON_APPEND_UTF8(&doc, "payload", "");
+            if (attributes)
+                BSON_APPEND_UTF8(&doc, "attributes", attributes);
+            free(payload);
+            cJSON_free(attributes);
+            BSON_APPEND_DATE_TIME(&doc, "created_at", now);
+            BSON_APPEND_DATE_TIME(&doc, "expires_at", now + age);
+            BSON_APPEND_DATE_TIME(&doc, "visible_at", now + f->delay_ms);
+        }
+        BSON_APPEND_UTF8(&doc, "state", "ready");
+        BSON_APPEND_INT64(&doc, "gen", 0);
+        BSON_APPEND_INT32(&doc, "attempts", 0);
+        BSON_APPEND_INT32(&doc, "failures", 0);
+        BSON_APPEND_INT32(&doc, "max_attempts", DEFAULT_ATTEMPTS);
+        bson_append_document_end(array, &doc);
+    }
+    return letter;
+}
+
+/* Records, writes and carries out the "dead" transition t of message msg
+ * (gen: the record's), with the forwards target gives its reason. */
+static int die(mongoc_client_t *client, rw_queue_consumer_t *c, const target_t *target,
+               const bson_t *msg, const char *id, int64_t gen, transition_t *t, const char *token,
+               bool *found, char *why, size_t whylen)
+{
+    bson_t forward = BSON_INITIALIZER;
+    t->no_letter = !build_forwards(target, msg, t, t->at, &forward);
+    t->forward = bson_count_keys(&forward) ? &forward : NULL;
+    int rc = record(client, &c->names, id, gen, t, c->owner, token, why, whylen);
+    if (rc == 0)
+        rc = write_head(client, &c->names, id, t, gen, c->owner, found, why, whylen);
+    if (rc == 0 && *found)
+        rc = move_dead(client, &c->names, id, t, why, whylen);
+    t->forward = NULL;
+    bson_destroy(&forward);
+    return rc;
+}
+
+/* A claimed message that must not be delivered: too old, received too often
+ * (SQS), or its deliveries keep vanishing with their consumer (a poison
+ * message that kills reelway). Moves it on and returns true; false to
+ * deliver it. */
+static bool settle_undeliverable(claim_job_t *job, mongoc_client_t *client, const claimed_t *cl,
+                                 const char *id, const transition_t *claim, int64_t now, int *rc)
 {
     rw_queue_consumer_t *c = job->c;
+    const target_t *target = cl->target;
     char error[256];
     transition_t t = {.kind = "dead",
                       .at = now,
@@ -954,12 +1333,22 @@ static bool settle_undeliverable(claim_job_t *job, mongoc_client_t *client, cons
     /* Every delivery that ended was recorded as a failure or given back, so
      * the rest of those counted in attempts vanished with their consumer. */
     int64_t lost = claim->attempts - 1 - claim->failures;
-    if (doc_date(job->doc, "expires_at", INT64_MAX) <= now) {
-        t.reason = "EventAgeExceeded";
+    if (doc_date(cl->doc, "expires_at", INT64_MAX) <= now) {
+        t.reason = target->queue ? "RetentionPeriodExceeded" : "EventAgeExceeded";
         snprintf(error, sizeof error,
-                 "{\"errorType\":\"Reelway.EventAgeExceeded\",\"errorMessage\":\"the event is "
-                 "older than its maximum age; it was not delivered\"}");
-    } else if (lost >= c->max_lost) {
+                 "{\"errorType\":\"Reelway.%s\",\"errorMessage\":\"the %s\"}", t.reason,
+                 target->queue ? "message outlived its queue's retention period; it was not "
+                                 "delivered"
+                               : "event is older than its maximum age; it was not delivered");
+    } else if (target->queue && target->max_receives > 0 &&
+               claim->attempts > target->max_receives) {
+        /* SQS counts every receive, those whose consumer vanished too. */
+        t.reason = "MaxReceiveCountExceeded";
+        snprintf(error, sizeof error,
+                 "{\"errorType\":\"Reelway.MaxReceiveCountExceeded\",\"errorMessage\":\"received "
+                 "%" PRId64 " times (maxReceiveCount %d)\"}",
+                 claim->attempts - 1, target->max_receives);
+    } else if (lost >= c->max_lost && !(target->queue && target->max_receives > 0)) {
         t.reason = "DeliveryLimitExceeded";
         snprintf(error, sizeof error,
                  "{\"errorType\":\"Reelway.DeliveryLimitExceeded\",\"errorMessage\":\"%" PRId64
@@ -971,25 +1360,22 @@ static bool settle_undeliverable(claim_job_t *job, mongoc_client_t *client, cons
     t.last_error = error;
     char token[33];
     make_token(token);
-    *rc =
-        record(client, &c->names, id, job->gen + 1, &t, c->owner, token, job->why, sizeof job->why);
-    bool found;
-    if (*rc == 0)
-        *rc = write_head(client, &c->names, id, &t, job->gen + 1, c->owner, &found, job->why,
-                         sizeof job->why);
-    if (*rc == 0)
-        *rc = move_dead(client, &c->names, id, &t, job->why, sizeof job->why);
-    job->dead_lettered = *rc == 0;
+    bool found = false;
+    *rc = die(client, c, target, cl->doc, id, cl->gen + 1, &t, token, &found, job->why,
+              sizeof job->why);
+    if (*rc == 0 && !found)
+        *rc = remove_msg(client, &c->names, id, NULL, job->why, sizeof job->why);
+    job->dead_lettered += *rc == 0 && found;
     if (*rc == UV_EEXIST)
         *rc = 0; /* our lease passed to another in the meantime: theirs now */
     return true;
 }
 
-/* Tries to claim one candidate; on the way, finishes what dead actors left
- * (a record whose cache write never came, a half-done move). Sets
- * job->result to CLAIM_MESSAGE or CLAIM_HANDLED, or leaves it. */
+/* Tries to claim one candidate for target; on the way, finishes what dead
+ * actors left (a record whose cache write never came, a half-done move).
+ * Appends a claimed message to job->claimed, or sets job->handled. */
 static int claim_candidate(claim_job_t *job, mongoc_client_t *client, candidate_t *cand,
-                           int64_t now)
+                           target_t *target, int64_t now)
 {
     rw_queue_consumer_t *c = job->c;
     head_t head = cand->head;
@@ -1002,8 +1388,8 @@ static int claim_candidate(claim_job_t *job, mongoc_client_t *client, candidate_
             if (kind && (strcmp(kind, "dead") == 0 || strcmp(kind, "done") == 0)) {
                 rc = finish_terminal(client, &c->names, cand->id, rec, job->why, sizeof job->why);
                 if (rc == 0) {
-                    job->result = CLAIM_HANDLED;
-                    job->dead_lettered = strcmp(kind, "dead") == 0;
+                    job->handled = true;
+                    job->dead_lettered += strcmp(kind, "dead") == 0;
                 }
             }
             bson_destroy(rec);
@@ -1011,11 +1397,10 @@ static int claim_candidate(claim_job_t *job, mongoc_client_t *client, candidate_
         }
         if (head.until > now)
             return 0; /* held, or waiting for its retry */
-        /* The longer of the function's lease and the message's own; the
+        /* The longer of the target's lease and the message's own; the
          * default only when neither names one. */
-        int64_t lease = cand->target->visibility_ms > cand->visibility_ms
-                            ? cand->target->visibility_ms
-                            : cand->visibility_ms;
+        int64_t lease = target->visibility_ms > cand->visibility_ms ? target->visibility_ms
+                                                                    : cand->visibility_ms;
         if (lease <= 0)
             lease = c->visibility_ms;
         transition_t t = {.kind = "claim",
@@ -1041,11 +1426,13 @@ static int claim_candidate(claim_job_t *job, mongoc_client_t *client, candidate_
                  * the record says, as its writer would have, so the message
                  * stops turning up as a candidate. */
                 transition_t rt;
-                transition_from_record(&rt, rec);
+                bson_t forward;
+                transition_from_record(&rt, rec, &forward);
                 const char *owner = doc_utf8(rec, "owner", NULL);
                 bool found;
                 rc = write_head(client, &c->names, cand->id, &rt, head.gen, owner ? owner : "",
                                 &found, job->why, sizeof job->why);
+                bson_destroy(&forward);
             }
             bson_destroy(rec);
             if (rc != 0)
@@ -1054,20 +1441,22 @@ static int claim_candidate(claim_job_t *job, mongoc_client_t *client, candidate_
         }
         if (rc != 0)
             return rc;
-        job->gen = head.gen + 1;
-        job->lease_end = t.until;
-        job->target = cand->target;
-        job->doc = take_message(job, client, cand->id, &t, &rc);
-        if (!job->doc)
+        claimed_t *cl = &job->claimed[job->n_claimed];
+        cl->gen = head.gen + 1;
+        cl->lease_end = t.until;
+        cl->claim_at = now;
+        cl->target = target;
+        cl->doc = take_message(job, client, cand->id, &t, cl->gen, &rc);
+        if (!cl->doc)
             return rc;
-        if (settle_undeliverable(job, client, cand->id, &t, now, &rc)) {
-            bson_destroy(job->doc);
-            job->doc = NULL;
+        if (settle_undeliverable(job, client, cl, cand->id, &t, now, &rc)) {
+            bson_destroy(cl->doc);
+            cl->doc = NULL;
             if (rc == 0)
-                job->result = CLAIM_HANDLED;
+                job->handled = true;
             return rc;
         }
-        job->result = CLAIM_MESSAGE;
+        job->n_claimed++;
         return 0;
     }
     return 0;
@@ -1079,61 +1468,233 @@ static void on_claim_work(uv_work_t *w)
     rw_queue_consumer_t *c = job->c;
     mongoc_client_t *client = mongoc_client_pool_pop(c->pool);
     mongoc_collection_t *coll = NULL;
+    candidate_t *cands = NULL;
     job->result = CLAIM_ERROR;
     if (job->create_indexes) {
         if (create_indexes(client, &c->names, job->why, sizeof job->why) != 0)
             goto out;
         job->indexes_done = true;
     }
+    /* Enough candidates for the room, and some to spare for those others win. */
+    size_t max = CLAIM_CANDIDATES + (size_t)(job->total_room > 1 ? job->total_room : 0);
+    cands = calloc(max, sizeof *cands);
+    if (!cands) {
+        snprintf(job->why, sizeof job->why, "out of memory");
+        goto out;
+    }
     coll = get_coll(&c->names, client, c->names.coll);
     int64_t now = epoch_ms();
-    candidate_t cands[CLAIM_CANDIDATES];
     size_t n;
-    if (find_candidates(job, coll, now, cands, &n) != 0)
+    if (find_candidates(job, coll, now, cands, max, &n) != 0)
         goto out;
     job->result = CLAIM_NONE;
     /* Start at a random candidate so that consumers racing for the same
-     * oldest messages spread out instead of all losing to the first. */
+     * oldest messages spread out instead of all losing to the first; a
+     * batch then fills with what follows. */
     uint32_t start = 0;
     random_bytes(&start, sizeof start);
-    for (size_t i = 0; i < n && job->result == CLAIM_NONE; i++) {
-        if (claim_candidate(job, client, &cands[(start + i) % n], now) != 0) {
+    for (size_t i = 0; i < n && job->total_room > 0 && job->n_claimed < CLAIMS_PER_JOB; i++) {
+        candidate_t *cand = &cands[(start + i) % n];
+        int k = target_for(job, cand);
+        if (k < 0)
+            continue;
+        size_t before = job->n_claimed;
+        if (claim_candidate(job, client, cand, job->eligible[k], now) != 0) {
             job->result = CLAIM_ERROR;
             break;
         }
+        if (job->n_claimed > before) {
+            job->room[k]--;
+            job->total_room--;
+        }
     }
+    if (job->result != CLAIM_ERROR)
+        job->result = job->n_claimed ? CLAIM_MESSAGE : job->handled ? CLAIM_HANDLED : CLAIM_NONE;
 out:
+    free(cands);
     if (coll)
         mongoc_collection_destroy(coll);
     mongoc_client_pool_push(c->pool, client);
 }
 
+/* ---- batches ---------------------------------------------------------------------- */
+
+static void on_batch_timer(uv_timer_t *t);
+
+static void arm_batch_timer(rw_queue_consumer_t *c)
+{
+    if (c->closing || !c->gathering) {
+        if (!c->closing)
+            uv_timer_stop(&c->batch_timer);
+        return;
+    }
+    uint64_t first = UINT64_MAX;
+    for (batch_t *b = c->gathering; b; b = b->next)
+        first = b->deadline < first ? b->deadline : first;
+    uint64_t now = uv_now(c->loop);
+    uv_timer_start(&c->batch_timer, on_batch_timer, first > now ? first - now : 0, 0);
+}
+
+static void unlink_gathering(rw_queue_consumer_t *c, batch_t *b)
+{
+    for (batch_t **pp = &c->gathering; *pp; pp = &(*pp)->next)
+        if (*pp == b) {
+            *pp = b->next;
+            break;
+        }
+    b->next = NULL;
+    if (b->target->gathering == b)
+        b->target->gathering = NULL;
+}
+
+static void end_unstarted(delivery_t *d, rw_queue_outcome_t outcome, const char *error);
+
+/* The batch's window is over (full, timed out, or no window): it goes to the
+ * invoker whole; a batch the invoker refuses ends here. */
+static void flush_batch(rw_queue_consumer_t *c, batch_t *b)
+{
+    unlink_gathering(c, b);
+    b->remaining = b->n;
+    if (b->n == 0) {
+        b->target->inflight--;
+        free(b->items);
+        free(b);
+        return;
+    }
+    c->stats.batches++;
+    size_t n = b->n;
+    int rc = c->invoke_batch(c->invoke_arg, b->target->function, (rw_queue_delivery_t **)b->items,
+                             n);
+    if (rc == 0)
+        return; /* b may be gone already: every delivery may have ended */
+    char err[256];
+    snprintf(err, sizeof err, "{\"errorType\":\"Reelway.InvokeError\",\"errorMessage\":\"%s\"}",
+             rw_strerror(rc));
+    bool release = rc == UV_EBUSY || rc == UV_ECANCELED;
+    /* Ending the last delivery frees the batch: copy the list first. */
+    delivery_t **items = malloc(n * sizeof *items);
+    if (!items) {
+        /* Out of memory: the leases end and the messages come back. */
+        fprintf(stderr, "reelway: queue: out of memory ending a refused batch\n");
+        return;
+    }
+    memcpy(items, b->items, n * sizeof *items);
+    for (size_t i = 0; i < n; i++)
+        end_unstarted(items[i], release ? RW_QUEUE_RELEASE : RW_QUEUE_FAILED, err);
+    free(items);
+}
+
+static void on_batch_timer(uv_timer_t *t)
+{
+    rw_queue_consumer_t *c = t->data;
+    uint64_t now = uv_now(c->loop);
+    batch_t *b = c->gathering;
+    while (b) {
+        batch_t *next = b->next;
+        if (b->deadline <= now)
+            flush_batch(c, b);
+        b = next;
+    }
+    arm_batch_timer(c);
+}
+
+static batch_t *new_batch(rw_queue_consumer_t *c, target_t *target)
+{
+    batch_t *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->items = calloc((size_t)target->batch_size, sizeof *b->items);
+    if (!b->items) {
+        free(b);
+        return NULL;
+    }
+    b->target = target;
+    b->deadline = uv_now(c->loop) + target->batch_window_ms;
+    b->next = c->gathering;
+    c->gathering = b;
+    target->gathering = b;
+    target->inflight++;
+    return b;
+}
+
+/* Adds a claimed delivery to its target's gathering batch, starting one (or,
+ * when the bytes would pass the limit, the next one) as needed. */
+static void gather(rw_queue_consumer_t *c, delivery_t *d)
+{
+    target_t *target = d->target;
+    batch_t *b = target->gathering;
+    if (b && target->batch_max_bytes && b->n && b->bytes + d->pub.len > target->batch_max_bytes) {
+        flush_batch(c, b);
+        b = NULL;
+    }
+    if (!b && target->inflight < target->concurrency)
+        b = new_batch(c, target);
+    if (!b) {
+        /* No room for another batch (or no memory): give it back unrun. */
+        end_unstarted(d, RW_QUEUE_RELEASE, NULL);
+        return;
+    }
+    d->batch = b;
+    b->items[b->n++] = d;
+    b->bytes += d->pub.len;
+    if ((int)b->n >= target->batch_size)
+        flush_batch(c, b);
+}
+
+/* ---- delivering ---------------------------------------------------------------------- */
+
 /* Frees a delivery slot; a consumer that stopped for lack of room claims again. */
 static void release_slot(rw_queue_consumer_t *c, delivery_t *d)
 {
-    d->target->inflight--;
     c->inflight--;
+    if (d->batch) {
+        batch_t *b = d->batch;
+        d->batch = NULL;
+        if (--b->remaining == 0) {
+            b->target->inflight--;
+            free(b->items);
+            free(b);
+        }
+    } else if (!d->target->queue) {
+        d->target->inflight--;
+    }
     if (c->closing || c->claiming)
         return;
     if (c->capacity_bound || !uv_is_active((uv_handle_t *)&c->poll_timer))
         schedule_poll(c, 0);
 }
 
-static void deliver(rw_queue_consumer_t *c, claim_job_t *job)
+/* Ends a delivery the invoker never had (or gave back at once). */
+static void end_unstarted(delivery_t *d, rw_queue_outcome_t outcome, const char *error)
+{
+    d->ended = true;
+    d->outcome = outcome;
+    if (outcome == RW_QUEUE_FAILED)
+        d->error = strdup(error ? error : GENERIC_ERROR);
+    complete(d);
+}
+
+static delivery_t *new_delivery(rw_queue_consumer_t *c, claimed_t *cl)
 {
     delivery_t *d = calloc(1, sizeof *d);
     if (!d) {
         /* The lease ends and the message is delivered again later. */
         fprintf(stderr, "reelway: queue: out of memory for a delivery\n");
-        return;
+        return NULL;
     }
     d->c = c;
-    d->target = job->target;
-    d->doc = job->doc;
-    job->doc = NULL;
-    d->gen = job->gen;
+    d->target = cl->target;
+    d->doc = cl->doc;
+    cl->doc = NULL;
+    d->gen = cl->gen;
+    d->claim_at = cl->claim_at;
     uint32_t len;
     d->pub.id = doc_utf8(d->doc, "_id", NULL);
+    d->pub.message_id = doc_utf8(d->doc, "message_id", NULL);
+    if (!d->pub.message_id)
+        d->pub.message_id = d->pub.id;
+    snprintf(d->receipt, sizeof d->receipt, "%s#%" PRId64, d->pub.id, d->gen);
+    d->pub.receipt = d->receipt;
     d->pub.queue = doc_utf8(d->doc, "queue", NULL);
     d->pub.function = d->target->function;
     d->pub.payload = doc_utf8(d->doc, "payload", &len);
@@ -1146,32 +1707,40 @@ static void deliver(rw_queue_consumer_t *c, claim_job_t *job)
     d->failures = doc_int(d->doc, "failures", 0);
     d->pub.attempt = (int)d->attempts;
     d->pub.created_at_ms = doc_date(d->doc, "created_at", 0);
-    d->pub.lease_end_ms = job->lease_end;
+    d->pub.first_received_ms = doc_date(d->doc, "first_claimed_at", cl->claim_at);
+    d->pub.lease_end_ms = cl->lease_end;
     d->max_attempts = (int)doc_int(d->doc, "max_attempts", DEFAULT_ATTEMPTS);
     c->inflight++;
-    d->target->inflight++;
     c->stats.delivered += !c->closing;
+    return d;
+}
+
+static void deliver(rw_queue_consumer_t *c, claimed_t *cl)
+{
+    delivery_t *d = new_delivery(c, cl);
+    if (!d)
+        return;
     if (c->closing) {
+        if (!d->target->queue)
+            d->target->inflight++;
         d->ended = true;
         d->outcome = RW_QUEUE_RELEASE;
         complete(d);
         return;
     }
+    if (d->target->queue) {
+        gather(c, d);
+        return;
+    }
+    d->target->inflight++;
     int rc = c->invoke(c->invoke_arg, &d->pub);
     if (rc == 0 || d->ended)
         return;
-    d->ended = true;
-    if (rc == UV_EBUSY || rc == UV_ECANCELED) {
-        d->outcome = RW_QUEUE_RELEASE;
-    } else {
-        char err[256];
-        int n = snprintf(err, sizeof err,
-                         "{\"errorType\":\"Reelway.InvokeError\",\"errorMessage\":\"%s\"}",
-                         rw_strerror(rc));
-        d->outcome = RW_QUEUE_FAILED;
-        d->error = strndup(err, (size_t)n);
-    }
-    complete(d);
+    char err[256];
+    snprintf(err, sizeof err, "{\"errorType\":\"Reelway.InvokeError\",\"errorMessage\":\"%s\"}",
+             rw_strerror(rc));
+    end_unstarted(d, rc == UV_EBUSY || rc == UV_ECANCELED ? RW_QUEUE_RELEASE : RW_QUEUE_FAILED,
+                  err);
 }
 
 static void on_claim_done(uv_work_t *w, int status)
@@ -1187,12 +1756,18 @@ static void on_claim_done(uv_work_t *w, int status)
     c->stats.empty_polls += result == CLAIM_NONE;
     c->stats.dead_lettered += job->dead_lettered;
     c->stats.db_errors += result == CLAIM_ERROR;
+    /* Deliveries first, even after an error: those claimed before it are ours. */
+    for (size_t i = 0; i < job->n_claimed; i++)
+        deliver(c, &job->claimed[i]);
+    /* No window: a batch goes with what this claim brought. */
+    for (batch_t *b = c->gathering, *next; b; b = next) {
+        next = b->next;
+        if (b->target->batch_window_ms == 0)
+            flush_batch(c, b);
+    }
+    arm_batch_timer(c);
     switch (result) {
     case CLAIM_MESSAGE:
-        c->poll_wait = c->poll_min;
-        deliver(c, job);
-        schedule_poll(c, 0);
-        break;
     case CLAIM_HANDLED:
         c->poll_wait = c->poll_min;
         schedule_poll(c, 0);
@@ -1209,9 +1784,25 @@ static void on_claim_done(uv_work_t *w, int status)
         break;
     }
     c->kicked = false;
-    bson_destroy(job->doc);
+    for (size_t i = 0; i < job->n_claimed; i++)
+        bson_destroy(job->claimed[i].doc);
     free(job);
     consumer_maybe_free(c);
+}
+
+/* Messages target may take now: one for a function target with a free slot;
+ * for a queue target, what its gathering batch has room for, or a whole batch
+ * when it may start one. */
+static int target_room(const target_t *t)
+{
+    if (!t->queue)
+        return t->inflight < t->concurrency;
+    int room = 0;
+    if (t->gathering)
+        room = t->batch_size - (int)t->gathering->n;
+    else if (t->inflight < t->concurrency)
+        room = t->batch_size;
+    return room < CLAIMS_PER_JOB ? room : CLAIMS_PER_JOB;
 }
 
 static void start_claim(rw_queue_consumer_t *c)
@@ -1228,12 +1819,21 @@ static void start_claim(rw_queue_consumer_t *c)
         backoff(c);
         return;
     }
+    int left = c->max_inflight - c->inflight;
     for (size_t i = 0; i < c->n_targets; i++) {
-        if (c->targets[i].inflight < c->targets[i].concurrency)
+        int room = target_room(&c->targets[i]);
+        if (room > left)
+            room = left;
+        if (room > 0) {
+            job->room[job->n_eligible] = room;
             job->eligible[job->n_eligible++] = &c->targets[i];
-        else
+            job->total_room += room;
+        } else {
             c->capacity_bound = true;
+        }
     }
+    if (job->total_room > CLAIMS_PER_JOB)
+        job->total_room = CLAIMS_PER_JOB;
     if (job->n_eligible == 0) {
         free(job); /* every target is full: a freed slot polls again */
         return;
@@ -1256,6 +1856,7 @@ static void on_complete_work(uv_work_t *w)
 {
     delivery_t *d = w->data;
     rw_queue_consumer_t *c = d->c;
+    const target_t *target = d->target;
     const names_t *n = &c->names;
     mongoc_client_t *client = mongoc_client_pool_pop(c->pool);
     int64_t now = d->recorded_at;
@@ -1272,7 +1873,20 @@ static void on_complete_work(uv_work_t *w)
     case RW_QUEUE_FAILED:
         t.failures = d->failures + 1;
         t.last_error = d->error;
-        if (t.failures < d->max_attempts) {
+        if (target->queue) {
+            /* SQS: the receive count decides, and a failed message is
+             * visible again when the visibility timeout that started at
+             * its receive ends. */
+            if (target->max_receives > 0 && d->attempts >= target->max_receives) {
+                t.kind = "dead";
+                t.until = now + DEAD_GRACE_MS;
+                t.reason = "MaxReceiveCountExceeded";
+            } else {
+                int64_t visible = d->claim_at + target->sqs_visibility_ms;
+                t.kind = "retry";
+                t.until = visible > now ? visible : now;
+            }
+        } else if (t.failures < d->max_attempts) {
             /* Failure n waits base * 2^(n-1): Lambda's one minute, then two. */
             int shift = d->failures < 20 ? (int)d->failures : 20;
             t.kind = "retry";
@@ -1283,6 +1897,21 @@ static void on_complete_work(uv_work_t *w)
             t.reason = "RetriesExhausted";
         }
         break;
+    }
+    bool found = false;
+    if (strcmp(t.kind, "dead") == 0) {
+        d->status = die(client, c, target, d->doc, d->pub.id, d->gen + 1, &t, d->token, &found,
+                        d->why, sizeof d->why);
+        if (d->status == UV_EEXIST) {
+            d->status = 0;
+            d->lease_lost = true;
+            goto out;
+        }
+        if (d->status == 0 && !found)
+            d->status = remove_msg(client, n, d->pub.id, NULL, d->why, sizeof d->why);
+        d->dead_lettered = d->status == 0 && found;
+        d->lease_lost = d->status == 0 && !found;
+        goto out;
     }
     d->status =
         record(client, n, d->pub.id, d->gen + 1, &t, c->owner, d->token, d->why, sizeof d->why);
@@ -1295,7 +1924,6 @@ static void on_complete_work(uv_work_t *w)
         goto out;
     /* A message already gone means our lease had passed and the next holder
      * finished it, deleting its records: the one we just won is an orphan. */
-    bool found = false;
     if (strcmp(t.kind, "done") == 0) {
         d->status = remove_msg(client, n, d->pub.id, &found, d->why, sizeof d->why);
     } else {
@@ -1303,10 +1931,6 @@ static void on_complete_work(uv_work_t *w)
                                sizeof d->why);
         if (d->status == 0 && !found)
             d->status = remove_msg(client, n, d->pub.id, NULL, d->why, sizeof d->why);
-        else if (d->status == 0 && strcmp(t.kind, "dead") == 0) {
-            d->status = move_dead(client, n, d->pub.id, &t, d->why, sizeof d->why);
-            d->dead_lettered = d->status == 0;
-        }
     }
     d->lease_lost = d->status == 0 && !found;
 out:
@@ -1561,10 +2185,66 @@ static void on_sweep_timer(uv_timer_t *t)
 
 static void consumer_free(rw_queue_consumer_t *c)
 {
-    for (size_t i = 0; i < c->n_targets; i++)
-        free(c->targets[i].function);
+    for (size_t i = 0; i < c->n_targets; i++) {
+        target_t *t = &c->targets[i];
+        free(t->function);
+        free(t->queue);
+        for (size_t k = 0; k < t->n_forwards; k++) {
+            free((char *)t->forwards[k].queue);
+            free((char *)t->forwards[k].function_arn);
+        }
+        free(t->forwards);
+    }
     free(c->targets);
     free(c);
+}
+
+/* Copies a target's configuration; 0 or UV_ENOMEM (what was copied is freed
+ * with the consumer). */
+static int copy_target(target_t *t, const rw_queue_target_t *o)
+{
+    t->concurrency = o->concurrency;
+    t->visibility_ms = o->visibility_ms;
+    t->batch_size = o->batch_size > 0 ? o->batch_size : 1;
+    t->batch_window_ms = o->batch_window_ms;
+    t->batch_max_bytes = o->batch_max_bytes;
+    t->sqs_visibility_ms = o->sqs_visibility_ms;
+    t->max_receives = o->max_receives;
+    t->function = strdup(o->function);
+    t->queue = o->queue ? strdup(o->queue) : NULL;
+    if (!t->function || (o->queue && !t->queue))
+        return UV_ENOMEM;
+    if (o->n_forwards) {
+        t->forwards = calloc(o->n_forwards, sizeof *t->forwards);
+        if (!t->forwards)
+            return UV_ENOMEM;
+        for (size_t k = 0; k < o->n_forwards; k++) {
+            const rw_queue_forward_t *f = &o->forwards[k];
+            rw_queue_forward_t *g = &t->forwards[t->n_forwards++];
+            *g = *f;
+            g->queue = strdup(f->queue);
+            g->function_arn = f->function_arn ? strdup(f->function_arn) : NULL;
+            if (!g->queue || (f->function_arn && !g->function_arn))
+                return UV_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+static bool valid_target(const rw_queue_consumer_opts_t *opts, const rw_queue_target_t *t)
+{
+    if (!valid_name(t->function) || t->concurrency < 1 || t->visibility_ms < 0)
+        return false;
+    if (!t->queue)
+        return opts->invoke != NULL;
+    if (!valid_name(t->queue) || !opts->invoke_batch || t->batch_size < 1 ||
+        t->batch_size > 10000 || t->sqs_visibility_ms < 0 || t->max_receives < 0)
+        return false;
+    for (size_t k = 0; k < t->n_forwards; k++)
+        if (!t->forwards || !valid_name(t->forwards[k].queue) || t->forwards[k].max_age_ms < 0 ||
+            t->forwards[k].delay_ms < 0)
+            return false;
+    return true;
 }
 
 static void consumer_maybe_free(rw_queue_consumer_t *c)
@@ -1588,13 +2268,18 @@ static void on_handle_closed(uv_handle_t *h)
 int rw_queue_consumer_new(uv_loop_t *loop, mongoc_client_pool_t *pool, const rw_queue_opts_t *qopts,
                           const rw_queue_consumer_opts_t *opts, rw_queue_consumer_t **out)
 {
-    if (!opts || !opts->invoke || !opts->n_targets || !pool ||
-        opts->n_targets > sizeof((claim_job_t *)0)->eligible / sizeof(target_t *))
+    if (!opts || !opts->n_targets || !pool || opts->n_targets > MAX_TARGETS)
         return RW_ECONFIG;
-    for (size_t i = 0; i < opts->n_targets; i++)
-        if (!valid_name(opts->targets[i].function) || opts->targets[i].concurrency < 1 ||
-            opts->targets[i].visibility_ms < 0)
+    for (size_t i = 0; i < opts->n_targets; i++) {
+        const rw_queue_target_t *t = &opts->targets[i];
+        if (!valid_target(opts, t))
             return RW_ECONFIG;
+        /* Forwards of a function target are Lambda's records; a queue
+         * target's only forward is its redrive. */
+        for (size_t k = 0; k < t->n_forwards; k++)
+            if ((t->forwards[k].kind == RW_QUEUE_FORWARD_REDRIVE) != (t->queue != NULL))
+                return RW_ECONFIG;
+    }
     rw_queue_consumer_t *c = calloc(1, sizeof *c);
     if (!c)
         return UV_ENOMEM;
@@ -1607,18 +2292,19 @@ int rw_queue_consumer_new(uv_loop_t *loop, mongoc_client_pool_t *pool, const rw_
         free(c);
         return UV_ENOMEM;
     }
-    int total = 0;
+    int64_t total = 0;
     for (size_t i = 0; i < opts->n_targets; i++) {
-        c->targets[i].function = strdup(opts->targets[i].function);
-        c->targets[i].concurrency = opts->targets[i].concurrency;
-        c->targets[i].visibility_ms = opts->targets[i].visibility_ms;
         c->n_targets++;
-        if (!c->targets[i].function) {
+        if (copy_target(&c->targets[i], &opts->targets[i]) != 0) {
             consumer_free(c);
             return UV_ENOMEM;
         }
-        total += opts->targets[i].concurrency;
+        /* A queue target holds up to a batch per concurrency slot. */
+        total += (int64_t)c->targets[i].concurrency *
+                 (c->targets[i].queue ? c->targets[i].batch_size : 1);
     }
+    if (total > 1000000)
+        total = 1000000;
     c->loop = loop;
     c->pool = pool;
     if (opts->owner) {
@@ -1628,7 +2314,7 @@ int rw_queue_consumer_new(uv_loop_t *loop, mongoc_client_pool_t *pool, const rw_
         gethostname(host, sizeof host - 1);
         snprintf(c->owner, sizeof c->owner, "%s:%d", host, (int)getpid());
     }
-    c->max_inflight = opts->max_inflight > 0 ? opts->max_inflight : total;
+    c->max_inflight = opts->max_inflight > 0 ? opts->max_inflight : (int)total;
     c->poll_min = opts->poll_min_ms ? opts->poll_min_ms : 50;
     c->poll_max = opts->poll_max_ms ? opts->poll_max_ms : 2000;
     if (c->poll_max < c->poll_min)
@@ -1640,12 +2326,14 @@ int rw_queue_consumer_new(uv_loop_t *loop, mongoc_client_pool_t *pool, const rw_
     c->visibility_ms = opts->visibility_ms > 0 ? opts->visibility_ms : DEFAULT_VISIBILITY_MS;
     c->max_lost = opts->max_lost_deliveries > 0 ? opts->max_lost_deliveries : 3;
     c->invoke = opts->invoke;
+    c->invoke_batch = opts->invoke_batch;
     c->invoke_arg = opts->invoke_arg;
     uv_timer_init(loop, &c->poll_timer);
     uv_timer_init(loop, &c->retry_timer);
     uv_timer_init(loop, &c->sweep_timer);
-    c->poll_timer.data = c->retry_timer.data = c->sweep_timer.data = c;
-    c->open_handles = 3;
+    uv_timer_init(loop, &c->batch_timer);
+    c->poll_timer.data = c->retry_timer.data = c->sweep_timer.data = c->batch_timer.data = c;
+    c->open_handles = 4;
     uv_timer_start(&c->sweep_timer, on_sweep_timer, c->sweep_interval, c->sweep_interval);
     schedule_poll(c, 0);
     *out = c;
@@ -1689,7 +2377,26 @@ void rw_queue_consumer_close(rw_queue_consumer_t *c, void (*done)(void *arg), vo
         complete(d);
         d = next;
     }
+    /* Batches still gathering were never invoked: given back unrun. */
+    while (c->gathering) {
+        batch_t *b = c->gathering;
+        unlink_gathering(c, b);
+        size_t n = b->n;
+        b->remaining = n;
+        if (n == 0) {
+            b->target->inflight--;
+            free(b->items);
+            free(b);
+            continue;
+        }
+        delivery_t **items = b->items;
+        b->items = NULL; /* the last delivery to end frees b, not the list we walk */
+        for (size_t i = 0; i < n; i++)
+            end_unstarted(items[i], RW_QUEUE_RELEASE, NULL);
+        free(items);
+    }
     uv_close((uv_handle_t *)&c->poll_timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->retry_timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->sweep_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->batch_timer, on_handle_closed);
 }

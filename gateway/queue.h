@@ -33,8 +33,11 @@
  *
  *   _id           string  UUID; also the invocation's request id, the same for
  *                         every retry (as Lambda's)
- *   queue         string  the queue's name ("lambda-async", a bucket, an SQS-style queue)
- *   function      string  the function that consumes it
+ *   queue         string  the queue's name ("lambda-async", or "sqs:NAME" for an SQS queue)
+ *   function      string  the function that consumes it (asynchronous invocations); absent
+ *                         from an SQS message, which its queue's subscribers consume
+ *   message_id    string  SQS MessageId when it is not the _id (a message redriven to its
+ *                         dead-letter queue keeps the one it was sent with; optional)
  *   payload       string  the event (UTF-8, usually JSON), at most RW_QUEUE_PAYLOAD_MAX
  *   attributes    string  JSON object of message attributes (optional)
  *   trace_id      string  X-Amzn-Trace-Id form (optional)
@@ -55,26 +58,51 @@
  *   failures      int32   deliveries that ended in a function error
  *   owner         string  the consumer holding it ("inflight")
  *   claimed_at    date
+ *   first_claimed_at date  its first delivery (SQS's ApproximateFirstReceiveTimestamp)
  *   last_error    string  the last failure's error JSON ({"errorType":..,"errorMessage":..})
  *   last_error_at date
- *   dead_reason   string  "RetriesExhausted", "EventAgeExceeded" or "DeliveryLimitExceeded"
+ *   dead_reason   string  "RetriesExhausted", "EventAgeExceeded", "DeliveryLimitExceeded",
+ *                         "MaxReceiveCountExceeded" or "RetentionPeriodExceeded"
  *
  * Documents of RW_QUEUE_CLAIMS, one per transition: _id "<id>#<gen>", msg (the
  * message id), gen (int64), kind ("claim", "retry", "release", "done",
  * "dead"), owner, token (the writer's, so a retried insert whose reply was
  * lost is known as its own), at, until (dates: when it was written and when
  * the message may be claimed next), attempts, failures, and last_error and
- * reason when they apply. A message's records are deleted right after it;
- * those a dead actor left behind are swept after an hour.
+ * reason when they apply; a "dead" record also holds forward (the messages
+ * the dead one leaves in other queues, whole: see below) and letter (false
+ * when no dead letter is kept: an SQS redrive). A message's records are
+ * deleted right after it; those a dead actor left behind are swept after an
+ * hour. A claim record's _id is also the delivery's receipt.
  *
  * Documents of the dead letters (RW_QUEUE_DEAD_LETTERS) have the message's _id
  * and fields (queue, function, payload, attributes, trace_id, max_attempts,
  * created_at, expires_at, visibility_ms, dead_letter) with its final
  * attempts, failures, last_error, last_error_at and dead_reason, plus dead_at
  * (date). The move is crash-safe: the "dead" record comes first, then the
- * dead letter is upserted by _id, then the message and its records are
- * deleted; whoever finds a "dead" record later repeats the last two steps,
- * which changes nothing when they were done.
+ * dead letter is upserted by _id, then the forwarded messages are inserted
+ * (ids derived from the message's, so a second insert is refused), then the
+ * message and its records are deleted; whoever finds a "dead" record later
+ * repeats the last three steps, which changes nothing when they were done.
+ * A forwarded message is delivered at least once: should its mover die after
+ * inserting it and before deleting the dead message, and a consumer take and
+ * finish it before another actor repeats the move, it is inserted again.
+ *
+ * Forwards (rw_queue_forward_t) are how a message that dies reaches another
+ * queue: an SQS queue's RedrivePolicy moves it to the dead-letter queue as a
+ * message of that queue (no dead letter is kept: it lives on there), and an
+ * asynchronous invocation's DestinationConfig.OnFailure or DeadLetterQueue
+ * receives Lambda's records of the failure, besides the dead letter.
+ *
+ * Two kinds of targets consume messages. A function target claims the
+ * messages of its function (asynchronous invocations) one at a time and
+ * follows Lambda's asynchronous rules: a failure is retried with backoff
+ * until max_attempts. A queue target claims the messages of its SQS queue in
+ * batches for its function (an event source mapping) and follows SQS's: a
+ * failed message is visible again its queue's VisibilityTimeout after it was
+ * received; its receive count (attempts) reaching the RedrivePolicy's
+ * maxReceiveCount moves it to the dead-letter queue; without a redrive
+ * policy it is retried until its retention period ends.
  *
  * Indexes: {state: 1, visible_at: 1} (claims) and {queue: 1} on the queue;
  * {msg: 1, gen: -1} and {at: 1} on the records.
@@ -118,10 +146,17 @@ typedef struct rw_queue_opts_s {
     const char *dead_letters; /**< NULL: RW_QUEUE_DEAD_LETTERS */
 } rw_queue_opts_t;
 
+/** The name of the queue of asynchronous invocations. */
+#define RW_QUEUE_ASYNC "lambda-async"
+/** The prefix of an SQS queue's name in the collection ("sqs:" QueueName). */
+#define RW_QUEUE_SQS_PREFIX "sqs:"
+
 /** A message to enqueue. Everything is borrowed for the duration of the call. */
 typedef struct rw_queue_msg_s {
     const char *queue;    /**< required */
-    const char *function; /**< required: the function that consumes it */
+    const char *function; /**< the function that consumes it; NULL for a message of an SQS
+                               queue ("sqs:NAME"), which the queue targets of its queue
+                               consume (required otherwise) */
     const char *payload;  /**< UTF-8, len bytes (not NUL-terminated), at most 1 MB */
     size_t len;
     const char *attributes;  /**< JSON object text, or NULL */
@@ -179,6 +214,22 @@ int rw_queue_enqueue_sync(mongoc_client_t *client, const rw_queue_opts_t *opts,
                           size_t whylen);
 
 /**
+ * Blocking: makes a message that was enqueued with a delay visible now, unless
+ * a consumer has already touched it (a held message, released: the scheduler
+ * holds a firing until it has recorded it). Releasing twice, or a message that
+ * is gone, changes nothing. Returns 0 or RW_EDB with why. Any thread.
+ */
+int rw_queue_release_held_sync(mongoc_client_t *client, const rw_queue_opts_t *opts,
+                               const char *id, char *why, size_t whylen);
+
+/**
+ * Writes the id derived from id and what (a UUID-shaped SHA-256 digest): the
+ * same inputs always give the same id, so that a message enqueued twice under
+ * it is refused the second time. Any thread.
+ */
+void rw_queue_derive_id(const char *id, const char *what, char out[RW_QUEUE_ID_LEN]);
+
+/**
  * Blocking: creates the queue's indexes if they are missing (idempotent; a
  * consumer also does it when it starts). Returns 0 or RW_EDB with why.
  */
@@ -201,14 +252,17 @@ typedef enum rw_queue_outcome_e {
 /** A claimed message handed to the invoker. Valid until rw_queue_delivery_done. */
 typedef struct rw_queue_delivery_s {
     const char *id; /**< the message id: use it as the invocation's request id */
+    const char *message_id; /**< SQS MessageId: the id, or the one a redriven message kept */
+    const char *receipt;    /**< this delivery's receipt (its claim record's id) */
     const char *queue;
-    const char *function;
+    const char *function;   /**< the function to invoke (the target's) */
     const char *payload; /**< len bytes, NUL-terminated */
     size_t len;
     const char *attributes; /**< JSON object text, or NULL */
     const char *trace_id;   /**< or NULL */
     int attempt;            /**< 1 for the first delivery (SQS's ApproximateReceiveCount) */
     int64_t created_at_ms;  /**< enqueue time, ms since the epoch (SentTimestamp) */
+    int64_t first_received_ms; /**< its first delivery (ApproximateFirstReceiveTimestamp) */
     int64_t lease_end_ms;   /**< the lease ends then (ms since the epoch): finish before */
     void *data;             /**< the invoker's */
 } rw_queue_delivery_t;
@@ -225,13 +279,61 @@ typedef struct rw_queue_delivery_s {
  */
 typedef int (*rw_queue_invoke_cb)(void *arg, rw_queue_delivery_t *d);
 
-/** A function this consumer serves. The name is copied. */
+/**
+ * The invoker of queue targets: starts running function with the batch ds[0..n)
+ * (n >= 1, in the order claimed) and returns 0, then ends every delivery with
+ * rw_queue_delivery_done, each exactly once, on the loop thread, in any order,
+ * possibly before returning. A negative return means nothing started and no
+ * delivery may be ended by the invoker: UV_EBUSY and UV_ECANCELED release the
+ * batch, any other code fails it. The array is valid during the call only.
+ */
+typedef int (*rw_queue_invoke_batch_cb)(void *arg, const char *function,
+                                        rw_queue_delivery_t *const *ds, size_t n);
+
+/** What a forward leaves in its destination queue. */
+typedef enum rw_queue_forward_kind_e {
+    RW_QUEUE_FORWARD_REDRIVE,    /**< SQS RedrivePolicy: the message itself (body, attributes,
+                                      MessageId, SentTimestamp kept); no dead letter is kept */
+    RW_QUEUE_FORWARD_ON_FAILURE, /**< Lambda's DestinationConfig.OnFailure: an invocation
+                                      record (version 1.0: requestContext, requestPayload,
+                                      responseContext, responsePayload) */
+    RW_QUEUE_FORWARD_DLQ         /**< Lambda's DeadLetterQueue: the event as it was, with the
+                                      RequestID, ErrorCode and ErrorMessage attributes */
+} rw_queue_forward_kind_t;
+
+/** Where a target's dead messages also go. Strings are copied. */
+typedef struct rw_queue_forward_s {
+    rw_queue_forward_kind_t kind;
+    const char *queue;        /**< the destination ("sqs:NAME") */
+    int64_t max_age_ms;       /**< its MessageRetentionPeriod (0: 4 days) */
+    int64_t delay_ms;         /**< its DelaySeconds (ON_FAILURE and DLQ only, as on AWS) */
+    const char *function_arn; /**< ON_FAILURE: requestContext.functionArn (without $LATEST) */
+} rw_queue_forward_t;
+
+/** What this consumer serves: a function's asynchronous invocations, or an SQS
+ *  queue for a function (an event source mapping). Strings are copied. */
 typedef struct rw_queue_target_s {
-    const char *function;
-    int concurrency;       /**< deliveries of it in flight here at once (>= 1) */
-    int64_t visibility_ms; /**< lease: its Timeout plus a margin. A message's own
-                                visibility_ms wins when longer; when neither is set, the
-                                consumer's default. */
+    const char *function;  /**< the function invoked; a function target also claims by it */
+    const char *queue;     /**< NULL: a function target; else a queue target of this queue
+                                ("sqs:NAME"), whose batches go to invoke_batch */
+    int concurrency;       /**< deliveries of it in flight here at once (>= 1); for a
+                                queue target, batches */
+    int64_t visibility_ms; /**< lease: its Timeout plus a margin (and the batch window).
+                                A message's own visibility_ms wins when longer; when
+                                neither is set, the consumer's default. */
+    /* queue targets */
+    int batch_size;             /**< 1..10000 messages per invocation */
+    uint64_t batch_window_ms;   /**< wait up to this long to fill a batch (0: invoke with
+                                     what one claim brought) */
+    size_t batch_max_bytes;     /**< payload bytes per batch (0: no limit); a message that
+                                     would pass it starts the next batch */
+    int64_t sqs_visibility_ms;  /**< the queue's VisibilityTimeout: a failed message is
+                                     visible again this long after its receive */
+    int max_receives;           /**< RedrivePolicy maxReceiveCount (0: none) */
+    /* both */
+    const rw_queue_forward_t *forwards; /**< where its dead messages also go (a queue target:
+                                             its redrive, used for MaxReceiveCountExceeded) */
+    size_t n_forwards;
 } rw_queue_target_t;
 
 typedef struct rw_queue_consumer_opts_s {
@@ -247,17 +349,19 @@ typedef struct rw_queue_consumer_opts_s {
     int max_lost_deliveries;    /**< deliveries whose consumer vanished before the message
                                      is dead-lettered as a poison message (3) */
     uint64_t sweep_interval_ms; /**< how often old records are swept (3600000) */
-    rw_queue_invoke_cb invoke;  /**< required */
-    void *invoke_arg;
+    rw_queue_invoke_cb invoke;  /**< required with function targets */
+    rw_queue_invoke_batch_cb invoke_batch; /**< required with queue targets */
+    void *invoke_arg;           /**< for both */
 } rw_queue_consumer_opts_t;
 
 /**
  * Creates a consumer on loop and starts it: it creates the indexes, then
- * claims messages for its targets one at a time, never more than their
+ * claims messages for its targets (one at a time for a function target, up
+ * to the batch's room for a queue target), never more than their
  * concurrency, waiting with backoff while the queue is empty. pool is
  * borrowed (it must outlive the consumer). Returns 0 and the consumer in
- * *out, or RW_ECONFIG (no invoke, no targets, a concurrency < 1) or
- * UV_ENOMEM without starting anything.
+ * *out, or RW_ECONFIG (no targets, a missing invoker, a concurrency or batch
+ * size out of range) or UV_ENOMEM without starting anything.
  */
 int rw_queue_consumer_new(uv_loop_t *loop, mongoc_client_pool_t *pool, const rw_queue_opts_t *qopts,
                           const rw_queue_consumer_opts_t *opts, rw_queue_consumer_t **out);
@@ -278,6 +382,7 @@ typedef struct rw_queue_stats_s {
     uint64_t released;      /**< deliveries given back unrun (throttled, closing) */
     uint64_t dead_lettered; /**< messages this consumer moved to the dead letters */
     uint64_t lease_lost;    /**< outcomes not recorded: the lease had passed to another */
+    uint64_t batches;       /**< batches handed to invoke_batch */
     uint64_t db_errors;     /**< database errors (each is retried or left to the lease) */
 } rw_queue_stats_t;
 
@@ -285,10 +390,11 @@ typedef struct rw_queue_stats_s {
 void rw_queue_consumer_stats(const rw_queue_consumer_t *c, rw_queue_stats_t *out);
 
 /**
- * Stops claiming, waits for the deliveries in flight to end (their outcome is
- * recorded; the invoker must end them, e.g. by closing the environment
- * manager, which fails them as shutdown: RW_QUEUE_RELEASE), closes its handles,
- * frees the consumer, then calls done (may be NULL).
+ * Stops claiming, releases the batches still gathering, waits for the
+ * deliveries in flight to end (their outcome is recorded; the invoker must
+ * end them, e.g. by closing the environment manager, which fails them as
+ * shutdown: RW_QUEUE_RELEASE), closes its handles, frees the consumer, then
+ * calls done (may be NULL).
  */
 void rw_queue_consumer_close(rw_queue_consumer_t *c, void (*done)(void *arg), void *arg);
 

@@ -1,6 +1,8 @@
 /* The durable queue against the real database: enqueue and consume, retries
- * then dead letters, leases that end, claim races between two consumers, and
- * every state a dead consumer can leave behind. Consumers run on real loops;
+ * then dead letters, leases that end, claim races between two consumers,
+ * every state a dead consumer can leave behind, SQS queue targets (batches,
+ * windows, visibility timeouts, redrives, partial failures), Lambda's
+ * destinations of a dead invocation, and held messages. Consumers run on real loops;
  * the "function" is this file's invoker, which records each delivery. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <cJSON.h>
 #include <mongoc/mongoc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -1062,6 +1065,473 @@ static void closing_releases_a_message_the_invoker_gives_back(void **state)
     free(h);
 }
 
+/* ---- queue targets: SQS batches, redrives, Lambda's destinations ------------------- */
+
+#define MAX_BATCH_RECS 256
+
+typedef struct {
+    char id[RW_QUEUE_ID_LEN + 100], message_id[RW_QUEUE_ID_LEN + 100], receipt[200];
+    char payload[64], function[32], queue[32];
+    int attempt, batch;
+    int64_t at_ms, first_received_ms, created_at_ms;
+} brec_t;
+
+typedef struct {
+    brec_t recs[MAX_BATCH_RECS];
+    int n;
+    int batches, sizes[MAX_BATCH_RECS];
+    bool fail_all;      /* every message of function "worker" fails */
+    const char *fail_prefix; /* messages whose payload starts so fail */
+    bool refuse_once;   /* the first batch is refused (UV_EBUSY) */
+} bhandler_t;
+
+static int invoke_batch(void *arg, const char *function, rw_queue_delivery_t *const *ds, size_t n)
+{
+    bhandler_t *h = arg;
+    if (h->refuse_once) {
+        h->refuse_once = false;
+        return UV_EBUSY;
+    }
+    if (h->batches < MAX_BATCH_RECS)
+        h->sizes[h->batches] = (int)n;
+    int batch = h->batches++;
+    for (size_t i = 0; i < n; i++) {
+        rw_queue_delivery_t *d = ds[i];
+        bool fail = (h->fail_all && strcmp(function, "worker") == 0) ||
+                    (h->fail_prefix && !strncmp(d->payload, h->fail_prefix,
+                                                strlen(h->fail_prefix)));
+        if (h->n < MAX_BATCH_RECS) {
+            brec_t *r = &h->recs[h->n++];
+            snprintf(r->id, sizeof r->id, "%s", d->id);
+            snprintf(r->message_id, sizeof r->message_id, "%s", d->message_id);
+            snprintf(r->receipt, sizeof r->receipt, "%s", d->receipt);
+            snprintf(r->payload, sizeof r->payload, "%.*s", (int)d->len, d->payload);
+            snprintf(r->function, sizeof r->function, "%s", function);
+            snprintf(r->queue, sizeof r->queue, "%s", d->queue);
+            r->attempt = d->attempt;
+            r->batch = batch;
+            r->at_ms = now_ms();
+            r->first_received_ms = d->first_received_ms;
+            r->created_at_ms = d->created_at_ms;
+        }
+        if (fail)
+            rw_queue_delivery_done(d, RW_QUEUE_FAILED,
+                                   "{\"errorType\":\"Boom\",\"errorMessage\":\"no\"}", 38);
+        else
+            rw_queue_delivery_done(d, RW_QUEUE_OK, NULL, 0);
+    }
+    return 0;
+}
+
+static rw_queue_consumer_t *queue_consumer(fx_t *fx, bhandler_t *h, const rw_queue_target_t *ts,
+                                           size_t n)
+{
+    rw_queue_consumer_opts_t opts = {
+        .owner = "test-q",
+        .targets = ts,
+        .n_targets = n,
+        .poll_min_ms = 10,
+        .poll_max_ms = 50,
+        .release_delay_ms = 30,
+        .invoke_batch = invoke_batch,
+        .invoke_arg = h,
+    };
+    rw_queue_consumer_t *c = NULL;
+    assert_int_equal(rw_queue_consumer_new(&fx->loop, fx->pool, &fx->qopts, &opts, &c), 0);
+    return c;
+}
+
+static void send_sqs(fx_t *fx, const char *queue, const char *payload, char id[RW_QUEUE_ID_LEN])
+{
+    rw_queue_msg_t msg = {.queue = queue, .payload = payload, .len = strlen(payload)};
+    enqueue_sync(fx, &msg, id);
+}
+
+typedef struct {
+    fx_t *fx;
+    bhandler_t *h;
+    rw_queue_consumer_t *c;
+    int want;
+    const char *queue;
+} bwait_t;
+
+/* want deliveries seen, nothing in flight, and (with queue) that queue empty. */
+static bool batch_done(void *arg)
+{
+    bwait_t *w = arg;
+    if (w->h->n < w->want || rw_queue_consumer_inflight(w->c) != 0)
+        return false;
+    if (!w->queue)
+        return true;
+    bson_t *f = BCON_NEW("queue", BCON_UTF8(w->queue));
+    int64_t n = count(w->fx, RW_QUEUE_COLLECTION, f);
+    bson_destroy(f);
+    return n == 0;
+}
+
+static void sqs_messages_arrive_in_batches_of_at_most_batch_size(void **state)
+{
+    fx_t *fx = *state;
+    char ids[7][RW_QUEUE_ID_LEN];
+    for (int i = 0; i < 7; i++) {
+        char body[16];
+        snprintf(body, sizeof body, "m%d", i);
+        send_sqs(fx, "sqs:jobs", body, ids[i]);
+    }
+    bson_t *doc = find_doc(fx, RW_QUEUE_COLLECTION, ids[0]);
+    assert_non_null(doc);
+    assert_false(has(doc, "function")); /* its queue's subscribers consume it */
+    bson_destroy(doc);
+    bhandler_t *h = calloc(1, sizeof *h);
+    rw_queue_target_t t = {.function = "worker",
+                           .queue = "sqs:jobs",
+                           .concurrency = 1,
+                           .visibility_ms = 10000,
+                           .batch_size = 3,
+                           .sqs_visibility_ms = 10000};
+    rw_queue_consumer_t *c = queue_consumer(fx, h, &t, 1);
+    bwait_t w = {fx, h, c, 7, "sqs:jobs"};
+    assert_true(run_until(&fx->loop, batch_done, &w, 20000));
+    run_until(&fx->loop, never, NULL, 200);
+    assert_int_equal(h->n, 7);
+    assert_true(h->batches >= 3);
+    for (int b = 0; b < h->batches; b++)
+        assert_in_range(h->sizes[b], 1, 3);
+    /* Each message once, with what an SQS record needs. */
+    for (int i = 0; i < 7; i++) {
+        int seen = 0;
+        for (int k = 0; k < h->n; k++) {
+            const brec_t *r = &h->recs[k];
+            if (strcmp(r->id, ids[i]) != 0)
+                continue;
+            seen++;
+            char body[16], receipt[64];
+            snprintf(body, sizeof body, "m%d", i);
+            snprintf(receipt, sizeof receipt, "%s#1", ids[i]);
+            assert_string_equal(r->payload, body);
+            assert_string_equal(r->message_id, ids[i]);
+            assert_string_equal(r->receipt, receipt);
+            assert_string_equal(r->function, "worker");
+            assert_string_equal(r->queue, "sqs:jobs");
+            assert_int_equal(r->attempt, 1);
+            assert_true(r->first_received_ms >= r->created_at_ms);
+        }
+        assert_int_equal(seen, 1);
+    }
+    rw_queue_stats_t st;
+    rw_queue_consumer_stats(c, &st);
+    assert_int_equal(st.batches, (uint64_t)h->batches);
+    assert_int_equal(st.succeeded, 7);
+    assert_int_equal(count(fx, RW_QUEUE_CLAIMS, NULL), 0);
+    close_consumer(&fx->loop, c);
+    free(h);
+}
+
+static void a_batch_window_gathers_then_goes(void **state)
+{
+    fx_t *fx = *state;
+    /* A full batch goes at once, however long its window. */
+    char id[RW_QUEUE_ID_LEN];
+    for (int i = 0; i < 4; i++)
+        send_sqs(fx, "sqs:full", "x", id);
+    bhandler_t *h = calloc(1, sizeof *h);
+    rw_queue_target_t t = {.function = "worker",
+                           .queue = "sqs:full",
+                           .concurrency = 1,
+                           .visibility_ms = 120000,
+                           .batch_size = 4,
+                           .batch_window_ms = 60000,
+                           .sqs_visibility_ms = 1000};
+    rw_queue_consumer_t *c = queue_consumer(fx, h, &t, 1);
+    bwait_t w = {fx, h, c, 4, "sqs:full"};
+    assert_true(run_until(&fx->loop, batch_done, &w, 20000));
+    assert_int_equal(h->batches, 1);
+    assert_int_equal(h->sizes[0], 4);
+    close_consumer(&fx->loop, c);
+
+    /* A batch that does not fill goes when its window closes, whole. */
+    memset(h, 0, sizeof *h);
+    send_sqs(fx, "sqs:part", "a", id);
+    send_sqs(fx, "sqs:part", "b", id);
+    t.queue = "sqs:part";
+    t.batch_size = 10;
+    t.batch_window_ms = 300;
+    c = queue_consumer(fx, h, &t, 1);
+    w = (bwait_t){fx, h, c, 2, "sqs:part"};
+    assert_true(run_until(&fx->loop, batch_done, &w, 20000));
+    assert_int_equal(h->batches, 1);
+    assert_int_equal(h->sizes[0], 2);
+    /* A refused batch is given back, uncounted, and comes again. */
+    memset(h, 0, sizeof *h);
+    h->refuse_once = true;
+    send_sqs(fx, "sqs:part", "c", id);
+    w = (bwait_t){fx, h, c, 1, "sqs:part"};
+    assert_true(run_until(&fx->loop, batch_done, &w, 20000));
+    assert_int_equal(h->recs[0].attempt, 1);
+    close_consumer(&fx->loop, c);
+    free(h);
+}
+
+static const brec_t *rec_of(const bhandler_t *h, const char *function, int nth)
+{
+    for (int k = 0; k < h->n; k++)
+        if (strcmp(h->recs[k].function, function) == 0 && nth-- == 0)
+            return &h->recs[k];
+    return NULL;
+}
+
+static bool dlq_received(void *arg)
+{
+    bwait_t *w = arg;
+    return rec_of(w->h, "dlq-worker", 0) != NULL && rw_queue_consumer_inflight(w->c) == 0;
+}
+
+static void failures_return_after_the_visibility_timeout_then_redrive(void **state)
+{
+    fx_t *fx = *state;
+    char id[RW_QUEUE_ID_LEN];
+    send_sqs(fx, "sqs:work", "p1", id);
+    bson_t *orig = find_doc(fx, RW_QUEUE_COLLECTION, id);
+    int64_t created = get_date(orig, "created_at");
+    bson_destroy(orig);
+    bhandler_t *h = calloc(1, sizeof *h);
+    h->fail_all = true;
+    rw_queue_forward_t redrive = {
+        .kind = RW_QUEUE_FORWARD_REDRIVE, .queue = "sqs:work-dlq", .max_age_ms = 3600000};
+    rw_queue_target_t ts[2] = {{.function = "worker",
+                                .queue = "sqs:work",
+                                .concurrency = 1,
+                                .visibility_ms = 10000,
+                                .batch_size = 10,
+                                .sqs_visibility_ms = 400,
+                                .max_receives = 2,
+                                .forwards = &redrive,
+                                .n_forwards = 1},
+                               {.function = "dlq-worker",
+                                .queue = "sqs:work-dlq",
+                                .concurrency = 1,
+                                .visibility_ms = 10000,
+                                .batch_size = 10,
+                                .sqs_visibility_ms = 1000}};
+    rw_queue_consumer_t *c = queue_consumer(fx, h, ts, 2);
+    bwait_t w = {fx, h, c, 0, NULL};
+    assert_true(run_until(&fx->loop, dlq_received, &w, 20000));
+    /* Received twice (maxReceiveCount 2), the second time no sooner than the
+     * visibility timeout after the first receive, then moved. */
+    const brec_t *first = rec_of(h, "worker", 0), *second = rec_of(h, "worker", 1);
+    assert_non_null(first);
+    assert_non_null(second);
+    assert_null(rec_of(h, "worker", 2));
+    assert_int_equal(first->attempt, 1);
+    assert_int_equal(second->attempt, 2);
+    assert_true(second->at_ms - first->at_ms >= 400 - 5);
+    assert_int_equal(second->first_received_ms, first->first_received_ms);
+    /* In the dead-letter queue it is the same SQS message: MessageId, body and
+     * SentTimestamp kept, its receive count starting again. */
+    const brec_t *moved = rec_of(h, "dlq-worker", 0);
+    assert_string_equal(moved->message_id, id);
+    assert_string_not_equal(moved->id, id);
+    assert_string_equal(moved->payload, "p1");
+    assert_string_equal(moved->queue, "sqs:work-dlq");
+    assert_int_equal(moved->attempt, 1);
+    assert_int_equal(moved->created_at_ms, created);
+    /* It lives on there: no dead letter, nothing left behind. */
+    assert_int_equal(count(fx, RW_QUEUE_DEAD_LETTERS, NULL), 0);
+    run_until(&fx->loop, never, NULL, 200);
+    assert_int_equal(count(fx, RW_QUEUE_COLLECTION, NULL), 0);
+    assert_int_equal(count(fx, RW_QUEUE_CLAIMS, NULL), 0);
+    rw_queue_stats_t st;
+    rw_queue_consumer_stats(c, &st);
+    assert_int_equal(st.retried, 1);
+    assert_int_equal(st.dead_lettered, 1);
+    close_consumer(&fx->loop, c);
+    free(h);
+}
+
+static bool bad_seen_twice(void *arg)
+{
+    bwait_t *w = arg;
+    int n = 0;
+    for (int k = 0; k < w->h->n; k++)
+        n += strcmp(w->h->recs[k].payload, "bad") == 0;
+    return n >= 2 && rw_queue_consumer_inflight(w->c) == 0;
+}
+
+static void a_partial_failure_keeps_only_the_failed(void **state)
+{
+    fx_t *fx = *state;
+    char ok1[RW_QUEUE_ID_LEN], bad[RW_QUEUE_ID_LEN], ok2[RW_QUEUE_ID_LEN];
+    send_sqs(fx, "sqs:mixed", "ok1", ok1);
+    send_sqs(fx, "sqs:mixed", "bad", bad);
+    send_sqs(fx, "sqs:mixed", "ok2", ok2);
+    bhandler_t *h = calloc(1, sizeof *h);
+    h->fail_prefix = "bad";
+    /* No redrive policy: a failing message comes back for as long as it is kept. */
+    rw_queue_target_t t = {.function = "worker",
+                           .queue = "sqs:mixed",
+                           .concurrency = 1,
+                           .visibility_ms = 10000,
+                           .batch_size = 3,
+                           .batch_window_ms = 5000,
+                           .sqs_visibility_ms = 200};
+    rw_queue_consumer_t *c = queue_consumer(fx, h, &t, 1);
+    bwait_t w = {fx, h, c, 0, NULL};
+    assert_true(run_until(&fx->loop, bad_seen_twice, &w, 20000));
+    assert_int_equal(h->sizes[0], 3);
+    int oks = 0;
+    for (int k = 0; k < h->n; k++)
+        oks += strncmp(h->recs[k].payload, "ok", 2) == 0;
+    assert_int_equal(oks, 2);
+    assert_null(find_doc(fx, RW_QUEUE_COLLECTION, ok1));
+    assert_null(find_doc(fx, RW_QUEUE_COLLECTION, ok2));
+    bson_t *doc = find_doc(fx, RW_QUEUE_COLLECTION, bad);
+    assert_non_null(doc);
+    assert_true(get_int(doc, "failures") >= 2);
+    bson_destroy(doc);
+    assert_int_equal(count(fx, RW_QUEUE_DEAD_LETTERS, NULL), 0);
+    close_consumer(&fx->loop, c);
+    free(h);
+}
+
+static bool has_letter(void *arg)
+{
+    fx_t *fx = ((void **)arg)[0];
+    rw_queue_consumer_t *c = ((void **)arg)[1];
+    return count(fx, RW_QUEUE_DEAD_LETTERS, NULL) == 1 && rw_queue_consumer_inflight(c) == 0;
+}
+
+/* The one message of queue, or NULL. */
+static bson_t *only_message_of(fx_t *fx, const char *queue)
+{
+    mongoc_collection_t *cl = coll(fx, RW_QUEUE_COLLECTION);
+    bson_t *filter = BCON_NEW("queue", BCON_UTF8(queue));
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(cl, filter, NULL, NULL);
+    const bson_t *doc;
+    bson_t *out = mongoc_cursor_next(cur, &doc) ? bson_copy(doc) : NULL;
+    if (out && mongoc_cursor_next(cur, &doc)) {
+        bson_destroy(out);
+        out = NULL;
+        fail_msg("more than one message in %s", queue);
+    }
+    mongoc_cursor_destroy(cur);
+    bson_destroy(filter);
+    mongoc_collection_destroy(cl);
+    return out;
+}
+
+static void a_dead_invocation_reaches_its_destinations(void **state)
+{
+    fx_t *fx = *state;
+    char id[RW_QUEUE_ID_LEN];
+    rw_queue_msg_t msg = {
+        .queue = "lambda-async", .function = "fn", .payload = "{\"order\":7}", .len = 11,
+        .max_attempts = 1};
+    enqueue_sync(fx, &msg, id);
+    handler_t *h = calloc(1, sizeof *h);
+    h->mode = FAIL;
+    h->hold_ms = -1;
+    h->loop = &fx->loop;
+    rw_queue_forward_t fw[2] = {{.kind = RW_QUEUE_FORWARD_ON_FAILURE,
+                                 .queue = "sqs:failures",
+                                 .function_arn = "arn:aws:lambda:us-east-1:000000000000:function:fn"},
+                                {.kind = RW_QUEUE_FORWARD_DLQ, .queue = "sqs:dlq"}};
+    rw_queue_target_t t = {.function = "fn", .concurrency = 1, .forwards = fw, .n_forwards = 2};
+    rw_queue_consumer_opts_t opts = {.targets = &t,
+                                     .n_targets = 1,
+                                     .poll_min_ms = 10,
+                                     .poll_max_ms = 50,
+                                     .invoke = invoke,
+                                     .invoke_arg = h};
+    rw_queue_consumer_t *c = NULL;
+    assert_int_equal(rw_queue_consumer_new(&fx->loop, fx->pool, &fx->qopts, &opts, &c), 0);
+    void *args[2] = {fx, c};
+    assert_true(run_until(&fx->loop, has_letter, args, 20000));
+    close_consumer(&fx->loop, c);
+
+    /* The dead letter is kept, and Lambda's OnFailure record waits in its queue. */
+    bson_t *letter = find_doc(fx, RW_QUEUE_DEAD_LETTERS, id);
+    assert_non_null(letter);
+    assert_string_equal(get_str(letter, "dead_reason"), "RetriesExhausted");
+    bson_destroy(letter);
+    bson_t *rec = only_message_of(fx, "sqs:failures");
+    assert_non_null(rec);
+    assert_false(has(rec, "function"));
+    cJSON *j = cJSON_Parse(get_str(rec, "payload"));
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "version")->valuestring, "1.0");
+    assert_non_null(cJSON_GetObjectItem(j, "timestamp"));
+    cJSON *ctx = cJSON_GetObjectItem(j, "requestContext");
+    assert_string_equal(cJSON_GetObjectItem(ctx, "requestId")->valuestring, id);
+    assert_string_equal(cJSON_GetObjectItem(ctx, "functionArn")->valuestring,
+                        "arn:aws:lambda:us-east-1:000000000000:function:fn:$LATEST");
+    assert_string_equal(cJSON_GetObjectItem(ctx, "condition")->valuestring, "RetriesExhausted");
+    assert_int_equal(cJSON_GetObjectItem(ctx, "approximateInvokeCount")->valueint, 1);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "requestPayload"), "order")
+                         ->valueint,
+                     7);
+    cJSON *resp = cJSON_GetObjectItem(j, "responseContext");
+    assert_int_equal(cJSON_GetObjectItem(resp, "statusCode")->valueint, 200);
+    assert_string_equal(cJSON_GetObjectItem(resp, "functionError")->valuestring, "Unhandled");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "responsePayload"), "errorType")->valuestring,
+        "Boom");
+    cJSON_Delete(j);
+    bson_destroy(rec);
+
+    /* The DeadLetterQueue gets the event itself, with Lambda's attributes. */
+    bson_t *dlq = only_message_of(fx, "sqs:dlq");
+    assert_non_null(dlq);
+    assert_string_equal(get_str(dlq, "payload"), "{\"order\":7}");
+    j = cJSON_Parse(get_str(dlq, "attributes"));
+    assert_non_null(j);
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "RequestID"), "stringValue")->valuestring, id);
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "ErrorMessage"), "stringValue")->valuestring,
+        "attempt 1");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "ErrorCode"), "dataType")->valuestring,
+        "String");
+    cJSON_Delete(j);
+    bson_destroy(dlq);
+    assert_int_equal(count(fx, RW_QUEUE_CLAIMS, NULL), 0);
+    free(h);
+}
+
+static void held_messages_wait_for_their_release(void **state)
+{
+    fx_t *fx = *state;
+    char id[RW_QUEUE_ID_LEN], why[256];
+    rw_queue_msg_t msg = {.queue = "q", .function = "later", .payload = "{}", .len = 2,
+                          .delay_ms = 3600 * 1000};
+    enqueue_sync(fx, &msg, id);
+    handler_t *h = calloc(1, sizeof *h);
+    h->mode = OK;
+    h->hold_ms = -1;
+    rw_queue_consumer_t *c = consumer(fx, &fx->loop, h, "later", 1, 0, "test-a");
+    run_until(&fx->loop, never, NULL, 300);
+    assert_int_equal(h->n, 0);
+    assert_int_equal(rw_queue_release_held_sync(fx->client, &fx->qopts, id, why, sizeof why), 0);
+    until_t u = {h, c, 1};
+    assert_true(run_until(&fx->loop, ended_and_recorded, &u, 20000));
+    assert_int_equal(h->n, 1);
+    assert_string_equal(h->recs[0].id, id);
+    /* Releasing again, or a message that is gone, changes nothing. */
+    assert_int_equal(rw_queue_release_held_sync(fx->client, &fx->qopts, id, why, sizeof why), 0);
+    assert_int_equal(count(fx, RW_QUEUE_COLLECTION, NULL), 0);
+    close_consumer(&fx->loop, c);
+    free(h);
+
+    char a[RW_QUEUE_ID_LEN], b[RW_QUEUE_ID_LEN], d[RW_QUEUE_ID_LEN];
+    rw_queue_derive_id("msg-1", "dlq:sqs:x", a);
+    rw_queue_derive_id("msg-1", "dlq:sqs:x", b);
+    rw_queue_derive_id("msg-1", "dlq:sqs:y", d);
+    assert_string_equal(a, b);
+    assert_string_not_equal(a, d);
+    assert_int_equal(strlen(a), 36);
+    assert_int_equal(a[14], '8');
+}
+
 int main(void)
 {
     mongoc_init();
@@ -1084,6 +1554,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(an_empty_queue_is_polled_with_backoff, setup, teardown),
         cmocka_unit_test_setup_teardown(closing_releases_a_message_the_invoker_gives_back, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(sqs_messages_arrive_in_batches_of_at_most_batch_size,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(a_batch_window_gathers_then_goes, setup, teardown),
+        cmocka_unit_test_setup_teardown(failures_return_after_the_visibility_timeout_then_redrive,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(a_partial_failure_keeps_only_the_failed, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_dead_invocation_reaches_its_destinations, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(held_messages_wait_for_their_release, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     mongoc_cleanup();
