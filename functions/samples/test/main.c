@@ -318,6 +318,94 @@ static void on_memhog(rw_invocation_t *inv)
     rw_runtime_respond_json(inv, out);
 }
 
+/* Where record and batch write when the event does not say: the function's
+ * environment (a template can set them), else reelway.deliveries. */
+static const char *record_db(void)
+{
+    const char *v = getenv("RW_FN_RECORD_DB");
+    return v && *v ? v : "reelway";
+}
+
+static const char *record_collection(void)
+{
+    const char *v = getenv("RW_FN_RECORD_COLLECTION");
+    return v && *v ? v : "deliveries";
+}
+
+/* Inserts {request_id, pid, at, event} into db.collection; 0 or the reason in err. */
+static int insert_record(app_t *app, const rw_invocation_t *inv, const char *db,
+                         const char *collection, char *err, size_t errlen)
+{
+    bson_error_t error;
+    bson_t *event = inv->payload_len ? bson_new_from_json((const uint8_t *)inv->payload,
+                                                          (ssize_t)inv->payload_len, &error)
+                                     : bson_new();
+    if (event == NULL) {
+        snprintf(err, errlen, "the event is not a JSON object: %s", error.message);
+        return -1;
+    }
+    bson_t rec = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&rec, "request_id", inv->ctx.request_id);
+    BSON_APPEND_INT32(&rec, "pid", getpid());
+    BSON_APPEND_DATE_TIME(&rec, "at", (int64_t)time(NULL) * 1000);
+    BSON_APPEND_DOCUMENT(&rec, "event", event);
+    bson_destroy(event);
+    mongoc_client_t *client = mongoc_client_pool_pop(app->pool);
+    mongoc_collection_t *coll = mongoc_client_get_collection(client, db, collection);
+    bool ok = mongoc_collection_insert_one(coll, &rec, NULL, NULL, &error);
+    mongoc_collection_destroy(coll);
+    mongoc_client_pool_push(app->pool, client);
+    bson_destroy(&rec);
+    if (!ok) {
+        snprintf(err, errlen, "insert failed: %s", error.message);
+        return -1;
+    }
+    return 0;
+}
+
+/* Blocking handler (threadpool) for SQS batches: records the whole event,
+ * then fails the invocation when a message's body says {"fail": true}, else
+ * answers {"batchItemFailures": [...]} with the messages whose body says
+ * {"fail_item": true}. */
+static void on_batch(rw_invocation_t *inv)
+{
+    app_t *app = inv->app;
+    if (app->pool == NULL) {
+        rw_runtime_fail(inv, "Sample.NoDatabase", "MONGODB_URI is not set");
+        return;
+    }
+    char err[256];
+    if (insert_record(app, inv, record_db(), record_collection(), err, sizeof err) != 0) {
+        rw_runtime_fail(inv, "Sample.DatabaseError", "%s", err);
+        return;
+    }
+    cJSON *failures = cJSON_CreateArray();
+    bool fail = false;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(inv->event, "Records"))
+    {
+        const cJSON *body = cJSON_GetObjectItemCaseSensitive(r, "body");
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(r, "messageId");
+        cJSON *fields = cJSON_IsString(body) ? cJSON_Parse(body->valuestring) : NULL;
+        fail |= cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(fields, "fail"));
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(fields, "fail_item")) &&
+            cJSON_IsString(id)) {
+            cJSON *item = cJSON_CreateObject();
+            cJSON_AddStringToObject(item, "itemIdentifier", id->valuestring);
+            cJSON_AddItemToArray(failures, item);
+        }
+        cJSON_Delete(fields);
+    }
+    if (fail) {
+        cJSON_Delete(failures);
+        rw_runtime_fail(inv, "Sample.BatchFailed", "a message asked the batch to fail");
+        return;
+    }
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddItemToObject(out, "batchItemFailures", failures);
+    rw_runtime_respond_json(inv, out);
+}
+
 /* Blocking handler (threadpool): appends a delivery record to a collection,
  * with the synchronous mongoc API and the pool made at init. */
 static void on_record(rw_invocation_t *inv)
@@ -331,8 +419,8 @@ static void on_record(rw_invocation_t *inv)
     int64_t wait = (int64_t)num(args, "sleep_ms", 0);
     bool fail = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(args, "fail"));
     char db[128], collection[128];
-    snprintf(db, sizeof db, "%s", str(args, "db", "reelway"));
-    snprintf(collection, sizeof collection, "%s", str(args, "collection", "deliveries"));
+    snprintf(db, sizeof db, "%s", str(args, "db", record_db()));
+    snprintf(collection, sizeof collection, "%s", str(args, "collection", record_collection()));
     /* With "started": a record of the delivery before the work (the sleep),
      * so that a crash mid-work leaves a delivery without a completion. */
     char started[128];
@@ -356,30 +444,10 @@ static void on_record(rw_invocation_t *inv)
     }
     if (wait > 0)
         sleep_ms(wait);
-    bson_error_t error;
-    bson_t *event = inv->payload_len ? bson_new_from_json((const uint8_t *)inv->payload,
-                                                          (ssize_t)inv->payload_len, &error)
-                                     : bson_new();
-    if (event == NULL) {
-        rw_runtime_fail(inv, "Sample.BadEvent", "the event is not a JSON object: %s",
-                        error.message);
-        return;
-    }
-    bson_t rec = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&rec, "request_id", inv->ctx.request_id);
-    BSON_APPEND_INT32(&rec, "pid", getpid());
-    BSON_APPEND_DATE_TIME(&rec, "at", (int64_t)time(NULL) * 1000);
-    BSON_APPEND_DOCUMENT(&rec, "event", event);
-    bson_destroy(event);
-
-    mongoc_client_t *client = mongoc_client_pool_pop(app->pool);
-    mongoc_collection_t *coll = mongoc_client_get_collection(client, db, collection);
-    bool ok = mongoc_collection_insert_one(coll, &rec, NULL, NULL, &error);
-    mongoc_collection_destroy(coll);
-    mongoc_client_pool_push(app->pool, client);
-    bson_destroy(&rec);
-    if (!ok) {
-        rw_runtime_fail(inv, "Sample.DatabaseError", "insert failed: %s", error.message);
+    char err[256];
+    if (insert_record(app, inv, db, collection, err, sizeof err) != 0) {
+        rw_runtime_fail(inv, strncmp(err, "insert", 6) ? "Sample.BadEvent" : "Sample.DatabaseError",
+                        "%s", err);
         return;
     }
     if (fail) {
@@ -697,6 +765,7 @@ int main(void)
     rw_runtime_register(rt, "memhog", on_memhog);
     rw_runtime_register(rt, "blob", on_blob);
     rw_runtime_register_blocking(rt, "record", on_record);
+    rw_runtime_register_blocking(rt, "batch", on_batch);
     rw_runtime_register_stream(rt, "stream", on_stream);
     rw_runtime_register_stream(rt, "stream-large", on_stream_large);
     rw_runtime_register_stream(rt, "stream-slow", on_stream_slow);
