@@ -1,5 +1,5 @@
 /* The admin API, under /_/admin/ (loopback and the admin key, like the Invoke
- * API): API keys for the usage plans.
+ * API): API keys for the usage plans (the queues' messages are sqs.c's).
  *   POST   /_/admin/apikeys            {"name": "...", "plans": ["Plan"]} -> 201 {id, key, ...}
  *   GET    /_/admin/apikeys            -> 200 {"items": [...]} (never the keys themselves)
  *   DELETE /_/admin/apikeys/{id}       -> 204 (revoked)
@@ -117,19 +117,38 @@ static void on_create_body(rw_http_req_t *req, int status, const char *body, siz
                               NULL, 0);
 }
 
-void rw__admin(rw_gateway_t *gw, rw_http_req_t *req)
+bool rw__admin_authorized(rw_gateway_t *gw, rw_http_req_t *req)
 {
-    gw_req_t *ctx = rw__app_ctx(gw, req, RW_APP_RID_INVOKE);
-    ctx->route_key = "/_/admin/apikeys";
     const char *ip = req->remote_ip;
     bool loopback = !strncmp(ip, "127.", 4) || !strcmp(ip, "::1") || !strncmp(ip, "::ffff:127.", 11);
     const char *key = rw_http_req_header(req, "x-reelway-admin-key");
     const char *admin = gw->cfg.admin_key;
-    if ((!loopback && !gw->cfg.invoke_api_public) || !admin[0] || !key ||
-        strlen(key) != strlen(admin) || CRYPTO_memcmp(key, admin, strlen(admin)) != 0) {
-        rw_http_respond_error(req, 403, "Forbidden", "the admin API needs the admin key", NULL, 0);
-        return;
+    if (!loopback && !gw->cfg.invoke_api_public) {
+        rw_http_respond_error(req, 403, "Forbidden",
+                              "the admin API answers loopback only (--invoke-api-public)", NULL, 0);
+        return false;
     }
+    /* No key at all is a missing credential (401); a key that does not
+     * match, or no admin key configured, is a refusal (403). */
+    if (!key || !key[0]) {
+        rw_http_respond_error(req, 401, "Unauthorized",
+                              "the admin API needs the admin key in X-Reelway-Admin-Key", NULL, 0);
+        return false;
+    }
+    if (!admin[0] || strlen(key) != strlen(admin) ||
+        CRYPTO_memcmp(key, admin, strlen(admin)) != 0) {
+        rw_http_respond_error(req, 403, "Forbidden", "the admin key is wrong", NULL, 0);
+        return false;
+    }
+    return true;
+}
+
+void rw__admin(rw_gateway_t *gw, rw_http_req_t *req)
+{
+    gw_req_t *ctx = rw__app_ctx(gw, req, RW_APP_RID_INVOKE);
+    ctx->route_key = "/_/admin/apikeys";
+    if (!rw__admin_authorized(gw, req))
+        return;
     if (!gw->apikeys) {
         rw_http_respond_error(req, 404, "Not Found", "no API requires keys in this template", NULL,
                               0);

@@ -1,10 +1,12 @@
-/* Subcommands that talk to a running reelway: `reelway invoke`. */
+/* Subcommands that talk to a running reelway: `reelway invoke`, `reelway queue send`,
+ * `reelway apikey`. */
 #define _GNU_SOURCE /* strcasestr */
 #include "cli.h"
 
 #include "apikeys.h"
 #include "config.h"
 
+#include <cJSON.h>
 #include <mongoc/mongoc.h>
 
 #include <arpa/inet.h>
@@ -88,6 +90,81 @@ static char *read_file(const char *path, size_t *len)
     return buf;
 }
 
+/* One request to the running gateway (loopback, the admin key), read whole
+ * (the server closes after it). On 0, *resp is the whole answer (free it),
+ * *body points into it and *n is the answer's total length. */
+static int cli_http(const rw_config_t *cfg, const char *method, const char *path,
+                    const char *extra_headers, const char *payload, size_t len, int *status,
+                    char **resp_out, char **body_out, size_t *n_out)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%d", cfg->port);
+    if (getaddrinfo(cfg->host, port, &hints, &ai) != 0) {
+        fprintf(stderr, "reelway: cannot resolve %s\n", cfg->host);
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        fprintf(stderr, "reelway: cannot connect to %s:%d: %s (is reelway serve running?)\n",
+                cfg->host, cfg->port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    char head[2048];
+    int hl = snprintf(head, sizeof head,
+                      "%s %s HTTP/1.1\r\nHost: %s:%d\r\nX-Reelway-Admin-Key: %s\r\n%s"
+                      "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                      method, path, cfg->host, cfg->port, cfg->admin_key,
+                      extra_headers ? extra_headers : "", len);
+    if (hl < 0 || (size_t)hl >= sizeof head || write(fd, head, (size_t)hl) != hl ||
+        (len && write(fd, payload, len) != (ssize_t)len)) {
+        fprintf(stderr, "reelway: cannot send the request: %s\n", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    size_t cap = 65536, n = 0;
+    char *resp = malloc(cap + 1);
+    while (resp) {
+        if (n == cap) {
+            cap *= 2;
+            char *bigger = realloc(resp, cap + 1);
+            if (!bigger) {
+                free(resp);
+                resp = NULL;
+                break;
+            }
+            resp = bigger;
+        }
+        ssize_t r = read(fd, resp + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    if (!resp) {
+        fprintf(stderr, "reelway: out of memory reading the answer\n");
+        return -1;
+    }
+    resp[n] = '\0';
+    char *body = strstr(resp, "\r\n\r\n");
+    if (sscanf(resp, "HTTP/1.%*d %d", status) != 1 || !body) {
+        fprintf(stderr, "reelway: malformed answer from the gateway\n");
+        free(resp);
+        return -1;
+    }
+    *body = '\0';
+    *resp_out = resp;
+    *body_out = body + 4;
+    *n_out = n;
+    return 0;
+}
+
 int rw_cli_invoke(int argc, char **argv)
 {
     const char *name = NULL, *event_file = NULL;
@@ -121,64 +198,18 @@ int rw_cli_invoke(int argc, char **argv)
         fprintf(stderr, "reelway: cannot read %s: %s\n", event_file, strerror(errno));
         return 2;
     }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-    char port[16];
-    snprintf(port, sizeof port, "%d", cfg.port);
-    if (getaddrinfo(cfg.host, port, &hints, &ai) != 0) {
-        fprintf(stderr, "reelway: cannot resolve %s\n", cfg.host);
-        free(payload);
-        return 2;
-    }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-        fprintf(stderr, "reelway: cannot connect to %s:%d: %s (is reelway serve running?)\n",
-                cfg.host, cfg.port, strerror(errno));
-        freeaddrinfo(ai);
-        free(payload);
-        return 2;
-    }
-    freeaddrinfo(ai);
     char head[1024];
-    int hl = snprintf(head, sizeof head,
-                      "POST /2015-03-31/functions/%s/invocations HTTP/1.1\r\nHost: %s:%d\r\n"
-                      "X-Amz-Invocation-Type: %s\r\nX-Reelway-Admin-Key: %s\r\n"
-                      "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-                      "Connection: close\r\n\r\n",
-                      name, cfg.host, cfg.port, async ? "Event" : "RequestResponse", cfg.admin_key,
-                      len);
-    if (write(fd, head, (size_t)hl) != hl || write(fd, payload, len) != (ssize_t)len) {
-        fprintf(stderr, "reelway: cannot send the request: %s\n", strerror(errno));
-        close(fd);
-        free(payload);
-        return 2;
-    }
-    free(payload);
-    /* Read the whole answer (the server closes after it). */
-    size_t cap = 65536, n = 0;
-    char *resp = malloc(cap + 1);
-    for (;;) {
-        if (n == cap) {
-            cap *= 2;
-            resp = realloc(resp, cap + 1);
-        }
-        ssize_t r = read(fd, resp + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
-    resp[n] = '\0';
+    snprintf(head, sizeof head, "X-Amz-Invocation-Type: %s\r\nContent-Type: application/json\r\n",
+             async ? "Event" : "RequestResponse");
+    char path[512];
+    snprintf(path, sizeof path, "/2015-03-31/functions/%s/invocations", name);
     int status = 0;
-    char *body = strstr(resp, "\r\n\r\n");
-    if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1 || !body) {
-        fprintf(stderr, "reelway: malformed answer from the gateway\n");
-        free(resp);
+    char *resp = NULL, *body = NULL;
+    size_t n = 0;
+    int hrc = cli_http(&cfg, "POST", path, head, payload, len, &status, &resp, &body, &n);
+    free(payload);
+    if (hrc != 0)
         return 2;
-    }
-    *body = '\0';
-    body += 4;
     bool function_error = strcasestr(resp, "\r\nX-Amz-Function-Error:") != NULL;
     const char *rid = strcasestr(resp, "\r\nx-amzn-RequestId: ");
     int rc = 0;
@@ -194,6 +225,76 @@ int rw_cli_invoke(int argc, char **argv)
         }
     } else {
         fprintf(stderr, "reelway: HTTP %d: %s\n", status, body);
+        rc = 1;
+    }
+    free(resp);
+    return rc;
+}
+
+/* ---- reelway queue ------------------------------------------------------------ */
+
+int rw_cli_queue(int argc, char **argv)
+{
+    const char *usage = "usage: reelway queue send NAME (--body TEXT | --file FILE|-) "
+                        "[--delay-seconds N] [--host H] [--port P] [--data-dir D]\n";
+    if (argc < 2 || strcmp(argv[0], "send") != 0) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    const char *name = NULL, *text = NULL, *file = NULL, *delay = NULL;
+    char *rest[64];
+    int nrest = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--body") && i + 1 < argc)
+            text = argv[++i];
+        else if ((!strcmp(argv[i], "--body-file") || !strcmp(argv[i], "--file")) && i + 1 < argc)
+            file = argv[++i];
+        else if (!strcmp(argv[i], "--delay-seconds") && i + 1 < argc)
+            delay = argv[++i];
+        else if (argv[i][0] != '-' && !name)
+            name = argv[i];
+        else if (nrest < 64)
+            rest[nrest++] = argv[i];
+    }
+    /* A QueueName is 1 to 80 of A-Z a-z 0-9 - _: nothing to escape in a path. */
+    size_t nl = name ? strlen(name) : 0;
+    if (!name || nl > 80 ||
+        strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != nl ||
+        (!text) == (!file) || (delay && strspn(delay, "0123456789") != strlen(delay))) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    rw_config_t cfg;
+    if (rw_config_load(&cfg, nrest, rest, stderr) != 0)
+        return 2;
+    if (rw_admin_key_load_or_create(&cfg, false, stderr) != 0)
+        return 2;
+    size_t len = text ? strlen(text) : 0;
+    char *body = text ? strdup(text) : read_file(file, &len);
+    if (!body) {
+        fprintf(stderr, "reelway: cannot read %s: %s\n", file ? file : "the body",
+                strerror(errno));
+        return 2;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "/_/admin/queues/%s/messages%s%s", name,
+             delay ? "?DelaySeconds=" : "", delay ? delay : "");
+    int status = 0;
+    char *resp = NULL, *answer = NULL;
+    size_t n = 0;
+    int hrc = cli_http(&cfg, "POST", path, "Content-Type: text/plain; charset=utf-8\r\n", body,
+                       len, &status, &resp, &answer, &n);
+    free(body);
+    if (hrc != 0)
+        return 2;
+    int rc = 0;
+    if (status == 200) {
+        cJSON *o = cJSON_Parse(answer);
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "MessageId");
+        printf("%s\n", cJSON_IsString(id) ? id->valuestring : answer);
+        cJSON_Delete(o);
+    } else {
+        fprintf(stderr, "reelway: HTTP %d: %s\n", status, answer);
         rc = 1;
     }
     free(resp);

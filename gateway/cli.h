@@ -10,6 +10,11 @@ struct rw_config_s;
 /** `reelway apikey create|list|revoke|associate|dissociate ...`: the exit status. */
 int rw_cli_apikey(int argc, char **argv);
 
+/** `reelway queue send NAME --body TEXT|--file F [--delay-seconds N]`: sends a
+ *  message through the admin API of a running reelway, prints its MessageId;
+ *  returns the exit status. */
+int rw_cli_queue(int argc, char **argv);
+
 /** `reelway invoke NAME [--event FILE] [--async]`: returns the exit status. */
 int rw_cli_invoke(int argc, char **argv);
 

@@ -75,6 +75,10 @@ static const option_t options[] = {
      offsetof(rw_config_t, async_retry_base_ms), 0, 86400000},
     {"--async-lease-margin-ms", "REELWAY_ASYNC_LEASE_MARGIN_MS", 'U',
      offsetof(rw_config_t, async_lease_margin_ms), 0, 86400000},
+    {"--schedule-lease-ms", "REELWAY_SCHEDULE_LEASE_MS", 'U',
+     offsetof(rw_config_t, schedule_lease_ms), 0, 3600000},
+    {"--test-schedule-scale", "REELWAY_TEST_SCHEDULE_SCALE", 'n',
+     offsetof(rw_config_t, test_schedule_scale), 0, 3600},
     {"--max-connections", "REELWAY_MAX_CONNECTIONS", 'u', L(max_connections), 10000000},
     {"--header-timeout-ms", "REELWAY_HEADER_TIMEOUT_MS", 'U', L(header_timeout_ms), 86400000},
     {"--body-timeout-ms", "REELWAY_BODY_TIMEOUT_MS", 'U', L(body_timeout_ms), 86400000},
@@ -165,6 +169,8 @@ int rw_config_load(rw_config_t *cfg, int argc, char **argv, FILE *err)
     cfg->idle_ms = 600000;
     cfg->async_retry_base_ms = 60000;
     cfg->async_lease_margin_ms = 30000;
+    cfg->schedule_lease_ms = 15000;
+    cfg->test_schedule_scale = 1;
     strcpy(cfg->db_name, "reelway");
     cfg->init_timeout_ms = 10000; /* Lambda's limit on the init phase */
     cfg->max_environments = 64;
@@ -236,5 +242,9 @@ void rw_config_print(const rw_config_t *cfg, const char *db_uri, FILE *out)
             cfg->access_log ? "on" : "off", cfg->limits.max_connections,
             (unsigned long long)cfg->limits.header_timeout_ms,
             (unsigned long long)cfg->limits.idle_timeout_ms);
+    if (cfg->test_schedule_scale > 1)
+        fprintf(out, "reelway: TEST ONLY: --test-schedule-scale %d: every rate(...) schedule runs "
+                     "%d times faster than its template says\n",
+                cfg->test_schedule_scale, cfg->test_schedule_scale);
     fflush(out);
 }

@@ -34,6 +34,11 @@ typedef struct rw_config_s {
     uint64_t async_lease_margin_ms; /**< REELWAY_ASYNC_LEASE_MARGIN_MS: a delivery's lease is
                                          init timeout + Timeout + this (30000); after a crash the
                                          message is delivered again when the lease ends */
+    uint64_t schedule_lease_ms; /**< REELWAY_SCHEDULE_LEASE_MS: the scheduler lease's links last
+                                     this long (15000); a dead node's schedules move to another
+                                     within it */
+    int test_schedule_scale;  /**< REELWAY_TEST_SCHEDULE_SCALE, tests only: every rate(...)
+                                   period is divided by this (1); crons are not scaled */
     rw_http_limits_t limits; /**< REELWAY_MAX_CONNECTIONS, REELWAY_HEADER_TIMEOUT_MS, ... */
 } rw_config_t;
 

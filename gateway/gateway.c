@@ -30,6 +30,10 @@ static void handle_request(rw_http_req_t *req, void *arg)
             rw__admin(gw, req);
             return;
         }
+        if (rw__sqs_admin_match(req)) {
+            rw__sqs_admin(gw, req);
+            return;
+        }
         if (path_is(req, "/_/health") || path_is(req, "/_/metrics")) {
             bool health = path_is(req, "/_/health");
             rw__app_ctx(gw, req, health ? RW_APP_RID_HEALTH : RW_APP_RID_METRICS);
@@ -213,7 +217,8 @@ static void on_fnmgr_closed(void *arg)
     maybe_free(gw);
 }
 
-/* The consumer has released what it held: the functions can stop now. */
+/* The event sources have stopped (the scheduler, then the consumer, which
+ * released what it held): the functions can stop now. */
 static void on_consumer_closed(void *arg)
 {
     rw_gateway_t *gw = arg;

@@ -12,6 +12,8 @@
 #include "reelway/gateway.h"
 #include "reelway/http.h"
 
+struct rw_queue_delivery_s;
+
 struct rw_gateway_s {
     uv_loop_t *loop;
     rw_config_t cfg;
@@ -37,6 +39,8 @@ struct rw_gateway_s {
     struct rw_queue_s *queue;      /* async invocations: producer (async.c) */
     bool queue_open;               /* the producer is not closed yet */
     struct rw_queue_consumer_s *consumer; /* ... and this worker's consumer */
+    struct rw_scheduler_s *scheduler;     /* Schedule events (scheduler.c) */
+    struct gw_async_s *async;             /* what the invokers need (async.c) */
     bool authorizers_open;         /* closed asynchronously at stop */
     struct gw_media_s *media;     /* buckets served at their ServePath (media.c) */
 };
@@ -61,8 +65,22 @@ int rw__gateway_enqueue(rw_gateway_t *gw, const char *function, const char *payl
 bool rw__admin_match(const rw_http_req_t *req);
 void rw__admin(rw_gateway_t *gw, rw_http_req_t *req);
 
-/** Async invocations: producer and consumer start (after the functions), the
- *  consumer closes before the functions (done runs then), the producer last. */
+/** Loopback (unless --invoke-api-public) and the admin key: true, or the
+ *  request is answered 403 and false returned. */
+bool rw__admin_authorized(rw_gateway_t *gw, rw_http_req_t *req);
+
+/** The queues' admin API: POST /_/admin/queues/{QueueName}/messages (sqs.c). */
+bool rw__sqs_admin_match(const rw_http_req_t *req);
+void rw__sqs_admin(rw_gateway_t *gw, rw_http_req_t *req);
+
+/** The invoker of SQS subscriptions (a rw_queue_invoke_batch_cb; arg: the gateway). */
+int rw__sqs_invoke_batch(void *arg, const char *function, struct rw_queue_delivery_s *const *ds,
+                         size_t n);
+
+/** Event sources and asynchronous invocations (async.c): the producer and the
+ *  consumer (Event invocations and SQS subscriptions) start after the
+ *  functions, then the scheduler. At stop the scheduler closes, then the
+ *  consumer (done runs then), before the functions; the producer last. */
 int rw__async_start(rw_gateway_t *gw, char *why, size_t whylen);
 void rw__async_close(rw_gateway_t *gw, void (*done)(void *arg), void *arg);
 void rw__async_close_producer(rw_gateway_t *gw, void (*done)(void *arg), void *arg);

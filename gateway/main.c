@@ -19,6 +19,8 @@ static const char usage[] =
     "  validate F check a template: every unsupported or invalid element, with its line\n"
     "  invoke N   invoke function N on a running reelway [--event FILE] [--async]\n"
     "  apikey ... API keys: create NAME [--plan P]..., list, revoke ID, associate ID P\n"
+    "  queue send NAME --body TEXT|--file F [--delay-seconds N]\n"
+    "             send a message to SQS queue NAME (its QueueName) of a running reelway\n"
     "  version    print the version\n"
     "  help       this text\n"
     "\n"
@@ -35,6 +37,10 @@ static const char usage[] =
     "  --functions-dir D     REELWAY_FUNCTIONS_DIR where built C functions are (the build tree)\n"
     "  --function-idle-ms N  REELWAY_FUNCTION_IDLE_MS reap idle environments after (600000)\n"
     "  --init-timeout-ms N   REELWAY_INIT_TIMEOUT_MS a cold start's init limit (10000)\n"
+    "  --schedule-lease-ms N REELWAY_SCHEDULE_LEASE_MS the scheduler lease (15000): a dead\n"
+    "                        node's schedules move to another within it\n"
+    "  --test-schedule-scale N REELWAY_TEST_SCHEDULE_SCALE tests only: rate(...) periods\n"
+    "                        divided by N (rate(1 minute) at 60: every second)\n"
     "  --max-connections N   REELWAY_MAX_CONNECTIONS (10240 per worker)\n"
     "  --header-timeout-ms N REELWAY_HEADER_TIMEOUT_MS (10000)\n"
     "  --body-timeout-ms N   REELWAY_BODY_TIMEOUT_MS (30000)\n"
@@ -80,6 +86,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "invoke"))
         return rw_cli_invoke(argc - 2, argv + 2);
+    if (!strcmp(cmd, "queue"))
+        return rw_cli_queue(argc - 2, argv + 2);
     if (!strcmp(cmd, "apikey")) {
         mongoc_init();
         int status = rw_cli_apikey(argc - 2, argv + 2);

@@ -328,8 +328,13 @@ static void api_keys_throttle_quota_and_revocation(void **state)
     assert_int_equal(call("GET", "/keyed/data", "x-api-key: rwk_notarealkeynotarealkeynotarealkeynotareal\r\n", &r),
                      403);
     rw_test_response_free(&r);
-    /* The admin API refuses without the admin key. */
+    /* The admin API refuses without the admin key (401) and with a wrong one (403). */
     assert_int_equal(rw_test_http(S.port, "GET", "/_/admin/apikeys", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 401);
+    rw_test_response_free(&r);
+    assert_int_equal(rw_test_http(S.port, "GET", "/_/admin/apikeys",
+                                  "X-Reelway-Admin-Key: not-the-key\r\n", NULL, 0, &r),
+                     0);
     assert_int_equal(r.status, 403);
     rw_test_response_free(&r);
 
