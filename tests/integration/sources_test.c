@@ -566,6 +566,84 @@ static void admin_errors_and_the_cli(void **state)
     stop_node(&S.nodes[0]);
 }
 
+/* ---- what is not served is refused ------------------------------------------------ */
+
+static const char unserved_template[] =
+    "AWSTemplateFormatVersion: \"2010-09-09\"\n"
+    "Transform: AWS::Serverless-2016-10-31\n"
+    "Resources:\n"
+    "  Fn:\n"
+    "    Type: AWS::Serverless::Function\n"
+    "    Properties:\n"
+    "      Runtime: provided.al2023\n"
+    "      CodeUri: .\n"
+    "      Handler: x\n"
+    "      Events:\n"
+    "        Up:\n" /* line 11 */
+    "          Type: S3\n"
+    "          Properties:\n"
+    "            Bucket: !Ref Media\n"
+    "            Events: s3:ObjectCreated:*\n"
+    "        Note:\n"
+    "          Type: SNS\n" /* line 17 */
+    "          Properties:\n"
+    "            Topic: arn:aws:sns:us-east-1:000000000000:t\n"
+    "        Tick:\n"
+    "          Type: Schedule\n"
+    "          Properties:\n"
+    "            Schedule: rate(5 minutes)\n"
+    "  Media:\n"
+    "    Type: AWS::S3::Bucket\n"
+    "    Properties:\n"
+    "      BucketName: media\n";
+
+static int run_reelway(char *const argv[], char *out, size_t outlen)
+{
+    char log[700];
+    snprintf(log, sizeof log, "%s/run-%d.log", S.dir, S.starts++);
+    char uri_env[1024];
+    snprintf(uri_env, sizeof uri_env, "MONGODB_URI=%s", rw_test_mongo_uri());
+    const char *set[] = {uri_env, NULL};
+    rw_test_proc_t p;
+    assert_int_equal(rw_test_proc_start(&p, argv, set, NULL, log), 0);
+    int status = rw_test_proc_wait(&p, 60000);
+    assert_true(WIFEXITED(status));
+    FILE *f = fopen(log, "r");
+    size_t len = f ? fread(out, 1, outlen - 1, f) : 0;
+    out[len] = '\0';
+    if (f)
+        fclose(f);
+    return WEXITSTATUS(status);
+}
+
+static void validate_and_serve_refuse_unserved_event_types(void **state)
+{
+    char tpl[700], data[700], out[8192], want[900];
+    snprintf(tpl, sizeof tpl, "%s/unserved.yaml", S.dir);
+    snprintf(data, sizeof data, "%s/data", S.dir);
+    FILE *f = fopen(tpl, "w");
+    assert_non_null(f);
+    fputs(unserved_template, f);
+    fclose(f);
+    char *validate[] = {(char *)rw_test_reelway_bin(), "validate", tpl, NULL};
+    char *serve[] = {(char *)rw_test_reelway_bin(), "serve", "--port", "0", "--data-dir", data,
+                     "--template", tpl, "--db-name", S.db, "--admin-key", ADMIN, NULL};
+    char *const *cmds[] = {validate, serve};
+    for (int i = 0; i < 2; i++) {
+        assert_int_not_equal(run_reelway(cmds[i], out, sizeof out), 0);
+        /* Each at its line, with the reason; the Schedule beside them is fine. */
+        snprintf(want, sizeof want, "%s:11:9: error: S3 event Up: bucket notifications arrive "
+                                    "with the upload path: not served yet",
+                 tpl);
+        if (!strstr(out, want))
+            fail_msg("%s: no \"%s\" in:\n%s", cmds[i][1], want, out);
+        snprintf(want, sizeof want, "%s:17:17: error: event type SNS is not supported", tpl);
+        if (!strstr(out, want))
+            fail_msg("%s: no \"%s\" in:\n%s", cmds[i][1], want, out);
+        assert_null(strstr(out, "Tick"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -575,6 +653,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             sqs_partial_failure_redelivers_only_failed_then_dead_letters, setup, teardown),
         cmocka_unit_test_setup_teardown(admin_errors_and_the_cli, setup, teardown),
+        cmocka_unit_test_setup_teardown(validate_and_serve_refuse_unserved_event_types, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
