@@ -57,6 +57,8 @@ struct rw_scheduler_s {
     rw_scheduler_stats_t job_stats; /* this job's counts, added to stats on the loop */
     rw_scheduler_stats_t stats;
     bool stepped_down;
+    bool job_steps_down; /* set on the loop before a job is queued: that job only steps down
+                            (the job never reads `closing`, which the loop may set meanwhile) */
     void (*on_fired)(void *arg);
     void *arg;
     void (*close_done)(void *arg);
@@ -576,7 +578,7 @@ static void on_work(uv_work_t *w)
     memset(&s->job_stats, 0, sizeof s->job_stats);
     s->job_stats.ticks = 1;
     int rc = 0;
-    if (s->closing) {
+    if (s->job_steps_down) {
         /* Stepping down: a link that expires now lets another take over at once. */
         if (s->leader && j.now < s->lease_expires)
             insert_link(&j, s->lease_n + 1, j.now);
@@ -673,6 +675,7 @@ static void on_work_done(uv_work_t *w, int status)
     s->stats.leader = s->leader;
     if (s->closing) {
         /* A job that was out when the close came did not step down: one more. */
+        s->job_steps_down = true;
         if (!s->stepped_down && s->leader &&
             uv_queue_work(s->loop, &s->work, on_work, on_work_done) == 0) {
             s->job_out = true;
@@ -693,6 +696,7 @@ static void on_timer(uv_timer_t *t)
     if (s->closing || s->job_out)
         return;
     s->work.data = s;
+    s->job_steps_down = false;
     if (uv_queue_work(s->loop, &s->work, on_work, on_work_done) != 0) {
         uv_timer_start(&s->timer, on_timer, RETRY_MS, 0);
         return;
@@ -826,8 +830,9 @@ void rw_scheduler_close(rw_scheduler_t *s, void (*done)(void *arg), void *arg)
     s->close_arg = arg;
     uv_close((uv_handle_t *)&s->timer, on_timer_closed);
     if (s->job_out)
-        return; /* its end is the final job: it sees closing and steps down */
+        return; /* when it ends, on_work_done queues the job that steps down */
     s->work.data = s;
+    s->job_steps_down = true;
     if (uv_queue_work(s->loop, &s->work, on_work, on_work_done) == 0)
         s->job_out = true;
     else
