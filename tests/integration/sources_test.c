@@ -4,7 +4,9 @@
  * SQS messages sent through the admin API (and `reelway queue send`) reach
  * their subscriber in Lambda's batches, a partial batch failure redelivers
  * only the failed messages, maxReceiveCount moves a message to its
- * dead-letter queue, and bad admin requests get JSON errors.
+ * dead-letter queue, and bad admin requests get JSON errors; an asynchronous
+ * invocation's OnFailure, DeadLetterQueue and OnSuccess reach their queues;
+ * validate and serve refuse the event types reelway does not serve.
  *
  * Time: rate(1 minute) is too slow for a test, so the nodes run with the
  * test-only --test-schedule-scale 60 (every rate is 60 times faster: a due
@@ -566,6 +568,113 @@ static void admin_errors_and_the_cli(void **state)
     stop_node(&S.nodes[0]);
 }
 
+/* ---- asynchronous invocations' destinations -------------------------------------- */
+
+/* Queues an Event invocation of function; writes its request id. */
+static void invoke_event(const char *function, const char *body, char id[64])
+{
+    char path[256];
+    snprintf(path, sizeof path, "/2015-03-31/functions/%s/invocations", function);
+    rw_test_response_t r;
+    assert_int_equal(rw_test_http(S.nodes[0].port, "POST", path,
+                                  ADMIN_H "X-Amz-Invocation-Type: Event\r\n", body, strlen(body),
+                                  &r),
+                     0);
+    assert_int_equal(r.status, 202);
+    assert_non_null(rw_test_header(&r, "x-amzn-requestid", id, 64));
+    rw_test_response_free(&r);
+}
+
+/* The payload of the only message of queue ("sqs:NAME"), parsed, or NULL. */
+static cJSON *only_message(const char *queue, cJSON **attributes)
+{
+    cJSON *docs = all_docs("rw_queue"), *found = NULL;
+    int n = 0;
+    const cJSON *doc;
+    cJSON_ArrayForEach(doc, docs)
+    {
+        if (strcmp(str_at(doc, "queue"), queue) != 0)
+            continue;
+        n++;
+        found = cJSON_Parse(str_at(doc, "payload"));
+        if (attributes && str_at(doc, "attributes"))
+            *attributes = cJSON_Parse(str_at(doc, "attributes"));
+    }
+    cJSON_Delete(docs);
+    if (n != 1) {
+        cJSON_Delete(found);
+        return NULL;
+    }
+    return found;
+}
+
+static void async_destinations_reach_their_queues(void **state)
+{
+    start_node(&S.nodes[0]);
+    char failed_id[64], ok_id[64];
+    invoke_event("Flaky", "{\"type\":\"Sample.Flaky\",\"message\":\"no luck\"}", failed_id);
+    invoke_event("Steady", "{\"k\":\"v\"}", ok_id);
+
+    /* OnFailure: Lambda's invocation record, which Failures' subscriber gets. */
+    int n = 0;
+    for (int waited = 0; waited < 60000 && n == 0; waited += 100) {
+        cJSON *docs = all_docs("failure_batches");
+        n = cJSON_GetArraySize(docs);
+        cJSON_Delete(docs);
+        if (n == 0)
+            rw_test_sleep_ms(100);
+    }
+    assert_int_equal(n, 1);
+    cJSON *docs = all_docs("failure_batches");
+    const cJSON *rec = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(
+                                              cJSON_GetObjectItemCaseSensitive(
+                                                  cJSON_GetArrayItem(docs, 0), "event"),
+                                              "Records"),
+                                          0);
+    assert_string_equal(str_at(rec, "eventSourceARN"), "arn:aws:sqs:" REGION_ACCOUNT ":Failures");
+    cJSON *record = cJSON_Parse(str_at(rec, "body"));
+    assert_non_null(record);
+    const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(record, "requestContext");
+    assert_string_equal(str_at(ctx, "requestId"), failed_id);
+    assert_string_equal(str_at(ctx, "condition"), "RetriesExhausted");
+    assert_string_equal(
+        str_at(cJSON_GetObjectItemCaseSensitive(record, "requestPayload"), "message"), "no luck");
+    cJSON_Delete(record);
+    cJSON_Delete(docs);
+
+    /* DeadLetterQueue: the event itself, with the request id as an attribute
+     * (FlakyDlq has no subscriber: it waits there). */
+    cJSON *attrs = NULL, *event = NULL;
+    for (int waited = 0; waited < 30000 && !event; waited += 100) {
+        event = only_message("sqs:FlakyDlq", &attrs);
+        if (!event)
+            rw_test_sleep_ms(100);
+    }
+    assert_non_null(event);
+    assert_string_equal(str_at(event, "message"), "no luck");
+    char *text = cJSON_PrintUnformatted(attrs);
+    assert_non_null(strstr(text, failed_id));
+    cJSON_free(text);
+    cJSON_Delete(attrs);
+    cJSON_Delete(event);
+
+    /* OnSuccess: the record of the success, with the function's answer. */
+    cJSON *success = NULL;
+    for (int waited = 0; waited < 30000 && !success; waited += 100) {
+        success = only_message("sqs:Successes", NULL);
+        if (!success)
+            rw_test_sleep_ms(100);
+    }
+    assert_non_null(success);
+    ctx = cJSON_GetObjectItemCaseSensitive(success, "requestContext");
+    assert_string_equal(str_at(ctx, "requestId"), ok_id);
+    assert_string_equal(str_at(ctx, "condition"), "Success");
+    assert_string_equal(str_at(cJSON_GetObjectItemCaseSensitive(success, "responsePayload"), "k"),
+                        "v");
+    cJSON_Delete(success);
+    stop_node(&S.nodes[0]);
+}
+
 /* ---- what is not served is refused ------------------------------------------------ */
 
 static const char unserved_template[] =
@@ -653,6 +762,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             sqs_partial_failure_redelivers_only_failed_then_dead_letters, setup, teardown),
         cmocka_unit_test_setup_teardown(admin_errors_and_the_cli, setup, teardown),
+        cmocka_unit_test_setup_teardown(async_destinations_reach_their_queues, setup, teardown),
         cmocka_unit_test_setup_teardown(validate_and_serve_refuse_unserved_event_types, setup,
                                         teardown),
     };
