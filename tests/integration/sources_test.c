@@ -45,6 +45,7 @@ static struct {
     char db[96];
     node_t nodes[2];
     int starts;
+    bool passed; /* set by a test that got to its end: else its logs are kept */
 } S;
 
 static void start_node_workers(node_t *n, const char *workers)
@@ -103,7 +104,10 @@ static int teardown(void **state)
         if (S.nodes[i].running)
             rw_test_proc_kill_group(&S.nodes[i].proc);
     rw_test_drop_db(rw_test_mongo_uri(), S.db);
-    rw_test_rmtree(S.dir);
+    if (S.passed)
+        rw_test_rmtree(S.dir);
+    else
+        fprintf(stderr, "the failed test's logs are in %s\n", S.dir);
     return 0;
 }
 
@@ -295,6 +299,7 @@ static void schedules_fire_each_due_time_once_on_two_nodes(void **state)
             assert_string_equal(str_at(doc, "state"), "skipped");
     }
     cJSON_Delete(firings);
+    S.passed = true;
 }
 
 /* ---- SQS ----------------------------------------------------------------------- */
@@ -409,6 +414,7 @@ static void sqs_batch_has_lambdas_records(void **state)
         records_of("batches", ids[i], &got);
         assert_int_equal(got, 1);
     }
+    S.passed = true;
 }
 
 static void sqs_partial_failure_redelivers_only_failed_then_dead_letters(void **state)
@@ -422,7 +428,7 @@ static void sqs_partial_failure_redelivers_only_failed_then_dead_letters(void **
     char whole[64];
     send_ok("Jobs", "{\"fail\":true}", whole, md5);
 
-    /* The reported item comes back after the visibility timeout (2 s), and
+    /* The reported item comes back after the visibility timeout (4 s), and
      * after maxReceiveCount (2) receives it moves to Dlq, whose subscriber
      * gets it with the same MessageId and body. */
     assert_true(wait_deliveries("dlq_batches", bad, 1, 90000));
@@ -467,6 +473,7 @@ static void sqs_partial_failure_redelivers_only_failed_then_dead_letters(void **
     assert_int_equal(n, 0);
     records_of("dlq_batches", bad, &n);
     assert_int_equal(n, 1);
+    S.passed = true;
 }
 
 static void expect_error(const char *queue, const char *headers, const char *query,
@@ -545,7 +552,8 @@ static void admin_errors_and_the_cli(void **state)
     char *body_args[] = {"Jobs", "--body", "{\"from\":\"cli\"}", NULL};
     assert_int_equal(run_cli(body_args, out, sizeof out), 0);
     assert_int_equal(sscanf(out, "%63s", id1), 1);
-    assert_int_equal(strlen(id1), 36);
+    if (strlen(id1) != 36)
+        fail_msg("reelway queue send --body printed: %s", out);
     char file[700];
     snprintf(file, sizeof file, "%s/message.json", S.dir);
     FILE *f = fopen(file, "w");
@@ -555,8 +563,15 @@ static void admin_errors_and_the_cli(void **state)
     char *file_args[] = {"Jobs", "--file", file, NULL};
     assert_int_equal(run_cli(file_args, out, sizeof out), 0);
     assert_int_equal(sscanf(out, "%63s", id2), 1);
-    assert_true(wait_deliveries("batches", id1, 1, 60000));
-    assert_true(wait_deliveries("batches", id2, 1, 60000));
+    if (strlen(id2) != 36)
+        fail_msg("reelway queue send --file printed: %s", out);
+    int got1 = 0, got2 = 0;
+    bool ok1 = wait_deliveries("batches", id1, 1, 60000);
+    bool ok2 = wait_deliveries("batches", id2, 1, 60000);
+    records_of("batches", id1, &got1);
+    records_of("batches", id2, &got2);
+    if (!ok1 || !ok2)
+        fail_msg("deliveries: %s %d, %s %d (want 1 each)", id1, got1, id2, got2);
     int batch = 0;
     cJSON *rec = record_of("batches", id2, &batch);
     assert_string_equal(str_at(rec, "body"), "{\"from\":\"file\"}");
@@ -566,6 +581,7 @@ static void admin_errors_and_the_cli(void **state)
     assert_int_equal(run_cli(bad_args, out, sizeof out), 1);
     assert_non_null(strstr(out, "404"));
     stop_node(&S.nodes[0]);
+    S.passed = true;
 }
 
 /* ---- asynchronous invocations' destinations -------------------------------------- */
@@ -673,6 +689,7 @@ static void async_destinations_reach_their_queues(void **state)
                         "v");
     cJSON_Delete(success);
     stop_node(&S.nodes[0]);
+    S.passed = true;
 }
 
 /* ---- what is not served is refused ------------------------------------------------ */
@@ -751,6 +768,7 @@ static void validate_and_serve_refuse_unserved_event_types(void **state)
             fail_msg("%s: no \"%s\" in:\n%s", cmds[i][1], want, out);
         assert_null(strstr(out, "Tick"));
     }
+    S.passed = true;
 }
 
 int main(void)
