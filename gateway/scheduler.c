@@ -42,6 +42,7 @@ struct rw_scheduler_s {
     sched_t *scheds;
     size_t n_scheds;
     char owner[200];
+    char leases[64]; /* the lease chain's collection */
     char region[64], account[64];
     int64_t lease_ms;
     uv_timer_t timer;
@@ -571,7 +572,7 @@ static void on_work(uv_work_t *w)
     rw_scheduler_t *s = w->data;
     job_ctx_t j = {.s = s};
     j.client = mongoc_client_pool_pop(s->pool);
-    j.leases = get_coll(s, j.client, RW_SCHEDULE_LEASES);
+    j.leases = get_coll(s, j.client, s->leases);
     j.firings = get_coll(s, j.client, RW_SCHEDULE_FIRINGS);
     j.now = epoch_ms();
     s->fired_now = 0;
@@ -588,7 +589,7 @@ static void on_work(uv_work_t *w)
     }
     s->next_wake = j.now + FOLLOWER_MAX_WAIT_MS;
     if (!s->indexes_ready) {
-        rc = create_index(j.client, s, RW_SCHEDULE_LEASES, "scope_1_n_-1", "scope", 1, "n", -1,
+        rc = create_index(j.client, s, s->leases, "scope_1_n_-1", "scope", 1, "n", -1,
                           j.why, sizeof j.why);
         if (rc == 0)
             rc = create_index(j.client, s, RW_SCHEDULE_FIRINGS, "schedule_1_due_-1", "schedule",
@@ -801,6 +802,8 @@ int rw_scheduler_new(uv_loop_t *loop, mongoc_client_pool_t *pool, const rw_queue
         s->qopts.dead_letters = qopts->dead_letters;
     }
     snprintf(s->owner, sizeof s->owner, "%s", opts->owner);
+    snprintf(s->leases, sizeof s->leases, "%s",
+             opts->leases_collection ? opts->leases_collection : RW_SCHEDULE_LEASES);
     snprintf(s->region, sizeof s->region, "%s", opts->region ? opts->region : "us-east-1");
     snprintf(s->account, sizeof s->account, "%s",
              opts->account_id ? opts->account_id : "000000000000");

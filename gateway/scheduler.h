@@ -84,6 +84,10 @@ typedef struct rw_scheduler_opts_s {
     const char *account_id;
     uint64_t lease_ms;      /**< a lease link lasts this long (15000); renewed at a third */
     int time_scale;         /**< tests only: rates run this many times faster (1) */
+    const char *leases_collection; /**< tests only: NULL = RW_SCHEDULE_LEASES. Schedulers
+                                        given different ones each hold a lease of their own,
+                                        so they all race for every due time: what the claims
+                                        alone must settle */
     void (*on_fired)(void *arg); /**< loop thread, after a tick enqueued firings (or NULL) */
     void *arg;
 } rw_scheduler_opts_t;
