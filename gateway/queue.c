@@ -3,6 +3,7 @@
  * inserting a transition record, hands claimed messages to the invoker, and
  * records how each delivery ended. */
 #include "queue.h"
+#include "docs.h"
 
 #include "reelway/error.h"
 
@@ -17,7 +18,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define WTIMEOUT_MS 10000
 #define CLAIM_CANDIDATES 8
 #define CLAIM_STEPS 4 /* transitions tried per candidate in one claim */
 #define MAX_ID_LEN 128
@@ -120,49 +120,12 @@ static mongoc_collection_t *get_coll(const names_t *n, mongoc_client_t *client, 
     return mongoc_client_get_collection(client, db_name(n, client), which);
 }
 
-/* Every write waits for a majority: a 202 must mean the message survives the
- * loss of the primary, and no transition may be rolled back after the next
- * one was built on it. (FerretDB accepts and ignores it.) */
-static void append_majority(bson_t *opts)
-{
-    mongoc_write_concern_t *wc = mongoc_write_concern_new();
-    mongoc_write_concern_set_wmajority(wc, WTIMEOUT_MS);
-    mongoc_write_concern_append(wc, opts);
-    mongoc_write_concern_destroy(wc);
-}
-
 /* The one adapter from mongoc's errors: RW_EDB with the message in why. */
 static int db_error(const bson_error_t *error, const char *what, char *why, size_t whylen)
 {
     if (why && whylen)
         snprintf(why, whylen, "%s: %s", what, error->message);
     return RW_EDB;
-}
-
-static const char *doc_utf8(const bson_t *doc, const char *key, uint32_t *len)
-{
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_UTF8(&it))
-        return bson_iter_utf8(&it, len);
-    if (len)
-        *len = 0;
-    return NULL;
-}
-
-static int64_t doc_int(const bson_t *doc, const char *key, int64_t dflt)
-{
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_NUMBER(&it))
-        return bson_iter_as_int64(&it);
-    return dflt;
-}
-
-static int64_t doc_date(const bson_t *doc, const char *key, int64_t dflt)
-{
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_DATE_TIME(&it))
-        return bson_iter_date_time(&it);
-    return dflt;
 }
 
 /* ---- indexes ----------------------------------------------------------------- */
@@ -283,7 +246,7 @@ static int insert_msg(mongoc_client_t *client, const names_t *n, const bson_t *d
 {
     mongoc_collection_t *coll = get_coll(n, client, n->coll);
     bson_t opts = BSON_INITIALIZER;
-    append_majority(&opts);
+    rw_docs_append_majority(&opts);
     bson_error_t error;
     bool ok = mongoc_collection_insert_one(coll, doc, &opts, NULL, &error);
     bson_destroy(&opts);
@@ -339,7 +302,7 @@ int rw_queue_release_held_sync(mongoc_client_t *client, const rw_queue_opts_t *o
                            "visible_at", "{", "$gt", BCON_DATE_TIME(now), "}");
     bson_t *update = BCON_NEW("$set", "{", "visible_at", BCON_DATE_TIME(now), "}");
     bson_t opts_doc = BSON_INITIALIZER;
-    append_majority(&opts_doc);
+    rw_docs_append_majority(&opts_doc);
     mongoc_collection_t *coll = get_coll(&n, client, n.coll);
     bson_error_t error;
     bool ok = mongoc_collection_update_one(coll, sel, update, &opts_doc, NULL, &error);
@@ -519,14 +482,14 @@ static const char *state_of(const char *kind)
  * caller destroys), valid while rec is. */
 static void transition_from_record(transition_t *t, const bson_t *rec, bson_t *storage)
 {
-    const char *kind = doc_utf8(rec, "kind", NULL);
+    const char *kind = rw_docs_utf8(rec, "kind", NULL);
     t->kind = kind ? kind : "claim";
-    t->until = doc_date(rec, "until", 0);
-    t->attempts = doc_int(rec, "attempts", 0);
-    t->failures = doc_int(rec, "failures", 0);
-    t->last_error = doc_utf8(rec, "last_error", NULL);
-    t->reason = doc_utf8(rec, "reason", NULL);
-    t->at = doc_date(rec, "at", 0);
+    t->until = rw_docs_date(rec, "until", 0);
+    t->attempts = rw_docs_int(rec, "attempts", 0);
+    t->failures = rw_docs_int(rec, "failures", 0);
+    t->last_error = rw_docs_utf8(rec, "last_error", NULL);
+    t->reason = rw_docs_utf8(rec, "reason", NULL);
+    t->at = rw_docs_date(rec, "at", 0);
     t->forward = NULL;
     bson_iter_t it;
     t->no_letter = bson_iter_init_find(&it, rec, "letter") && BSON_ITER_HOLDS_BOOL(&it) &&
@@ -550,7 +513,7 @@ static void head_from_record(head_t *h, const bson_t *rec)
     bson_t forward;
     transition_from_record(&t, rec, &forward);
     bson_destroy(&forward);
-    h->gen = doc_int(rec, "gen", 0);
+    h->gen = rw_docs_int(rec, "gen", 0);
     snprintf(h->state, sizeof h->state, "%s", state_of(t.kind));
     h->until = t.until;
     h->attempts = t.attempts;
@@ -559,12 +522,12 @@ static void head_from_record(head_t *h, const bson_t *rec)
 
 static void head_from_message(head_t *h, const bson_t *msg)
 {
-    const char *state = doc_utf8(msg, "state", NULL);
-    h->gen = doc_int(msg, "gen", 0);
+    const char *state = rw_docs_utf8(msg, "state", NULL);
+    h->gen = rw_docs_int(msg, "gen", 0);
     snprintf(h->state, sizeof h->state, "%s", state ? state : "ready");
-    h->until = doc_date(msg, "visible_at", 0);
-    h->attempts = doc_int(msg, "attempts", 0);
-    h->failures = doc_int(msg, "failures", 0);
+    h->until = rw_docs_date(msg, "visible_at", 0);
+    h->attempts = rw_docs_int(msg, "attempts", 0);
+    h->failures = rw_docs_int(msg, "failures", 0);
 }
 
 static bson_t *find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t *opts,
@@ -626,7 +589,7 @@ static int record(mongoc_client_t *client, const names_t *n, const char *id, int
     if (t->no_letter)
         BSON_APPEND_BOOL(&doc, "letter", false);
     bson_t opts = BSON_INITIALIZER;
-    append_majority(&opts);
+    rw_docs_append_majority(&opts);
     mongoc_collection_t *claims = get_coll(n, client, n->claims);
     bson_error_t error;
     int rc = 0;
@@ -636,7 +599,7 @@ static int record(mongoc_client_t *client, const names_t *n, const char *id, int
         } else {
             bson_t *filter = BCON_NEW("_id", BCON_UTF8(key));
             bson_t *theirs = find_one(claims, filter, NULL, &rc, why, whylen);
-            const char *their_token = theirs ? doc_utf8(theirs, "token", NULL) : NULL;
+            const char *their_token = theirs ? rw_docs_utf8(theirs, "token", NULL) : NULL;
             if (rc == 0)
                 rc = their_token && strcmp(their_token, token) == 0 ? 0 : UV_EEXIST;
             bson_destroy(theirs);
@@ -693,11 +656,11 @@ static int write_head(mongoc_client_t *client, const names_t *n, const char *id,
     bson_t *sel = BCON_NEW("_id", BCON_UTF8(id));
     bson_t *update = head_update(t, gen, owner);
     bson_t opts = BSON_INITIALIZER;
-    append_majority(&opts);
+    rw_docs_append_majority(&opts);
     bson_error_t error;
     bson_t reply;
     bool ok = mongoc_collection_update_one(coll, sel, update, &opts, &reply, &error);
-    *found = ok && doc_int(&reply, "matchedCount", 0) > 0;
+    *found = ok && rw_docs_int(&reply, "matchedCount", 0) > 0;
     bson_destroy(&reply);
     bson_destroy(&opts);
     bson_destroy(update);
@@ -715,7 +678,7 @@ static int remove_msg(mongoc_client_t *client, const names_t *n, const char *id,
     bson_t *sel = BCON_NEW("_id", BCON_UTF8(id));
     bson_t *by_msg = BCON_NEW("msg", BCON_UTF8(id));
     bson_t opts = BSON_INITIALIZER;
-    append_majority(&opts);
+    rw_docs_append_majority(&opts);
     bson_error_t error;
     int rc = 0;
     bson_t reply;
@@ -723,7 +686,7 @@ static int remove_msg(mongoc_client_t *client, const names_t *n, const char *id,
     if (!mongoc_collection_delete_one(coll, sel, &opts, &reply, &error))
         rc = db_error(&error, "cannot delete the message", why, whylen);
     if (found)
-        *found = rc == 0 && doc_int(&reply, "deletedCount", 0) > 0;
+        *found = rc == 0 && rw_docs_int(&reply, "deletedCount", 0) > 0;
     bson_destroy(&reply);
     mongoc_collection_destroy(coll);
     if (rc == 0) {
@@ -751,7 +714,7 @@ static int insert_forwards(mongoc_client_t *client, const names_t *n, const bson
         return 0;
     mongoc_collection_t *coll = get_coll(n, client, n->coll);
     bson_t opts = BSON_INITIALIZER;
-    append_majority(&opts);
+    rw_docs_append_majority(&opts);
     int rc = 0;
     while (rc == 0 && bson_iter_next(&it)) {
         if (!BSON_ITER_HOLDS_DOCUMENT(&it))
@@ -807,7 +770,7 @@ static int move_dead(mongoc_client_t *client, const names_t *n, const char *id,
     BSON_APPEND_DATE_TIME(&letter, "dead_at", epoch_ms());
     bson_t opts = BSON_INITIALIZER;
     BSON_APPEND_BOOL(&opts, "upsert", true);
-    append_majority(&opts);
+    rw_docs_append_majority(&opts);
     bson_error_t error;
     mongoc_collection_t *dead = get_coll(n, client, n->dead);
     /* On FerretDB an upsert is a read then an insert: of two movers racing,
@@ -1069,16 +1032,16 @@ static int find_candidates(claim_job_t *job, mongoc_collection_t *coll, int64_t 
     const bson_t *doc;
     size_t n = 0;
     while (n < max && mongoc_cursor_next(cur, &doc)) {
-        const char *id = doc_utf8(doc, "_id", NULL);
-        const char *fn = doc_utf8(doc, "function", NULL);
-        const char *queue = doc_utf8(doc, "queue", NULL);
+        const char *id = rw_docs_utf8(doc, "_id", NULL);
+        const char *fn = rw_docs_utf8(doc, "function", NULL);
+        const char *queue = rw_docs_utf8(doc, "queue", NULL);
         if (!id || strlen(id) > MAX_ID_LEN || (fn && strlen(fn) > NAME_MAX_LEN) ||
             (queue && strlen(queue) > NAME_MAX_LEN))
             continue;
         snprintf(out[n].id, sizeof out[n].id, "%s", id);
         snprintf(out[n].function, sizeof out[n].function, "%s", fn ? fn : "");
         snprintf(out[n].queue, sizeof out[n].queue, "%s", queue ? queue : "");
-        out[n].visibility_ms = doc_int(doc, "visibility_ms", 0);
+        out[n].visibility_ms = rw_docs_int(doc, "visibility_ms", 0);
         head_from_message(&out[n].head, doc);
         n++;
     }
@@ -1106,7 +1069,7 @@ static bson_t *take_message(claim_job_t *job, mongoc_client_t *client, const cha
     mongoc_find_and_modify_opts_set_update(fam, update);
     mongoc_find_and_modify_opts_set_flags(fam, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
     bson_t extra = BSON_INITIALIZER;
-    append_majority(&extra);
+    rw_docs_append_majority(&extra);
     mongoc_find_and_modify_opts_append(fam, &extra);
     bson_t reply;
     bson_error_t error;
@@ -1177,8 +1140,8 @@ static char *lambda_failure(const rw_queue_forward_t *f, const bson_t *msg, cons
                             int64_t now, char **attributes)
 {
     uint32_t plen = 0;
-    const char *payload = doc_utf8(msg, "payload", &plen);
-    const char *id = doc_utf8(msg, "_id", NULL);
+    const char *payload = rw_docs_utf8(msg, "payload", &plen);
+    const char *id = rw_docs_utf8(msg, "_id", NULL);
     cJSON *error = t->last_error ? cJSON_Parse(t->last_error) : NULL;
     const cJSON *message = cJSON_GetObjectItemCaseSensitive(error, "errorMessage");
     char *out = NULL;
@@ -1236,7 +1199,7 @@ static bool build_forwards(const target_t *target, const bson_t *msg, const tran
                            int64_t now, bson_t *array)
 {
     bool letter = true;
-    const char *id = doc_utf8(msg, "_id", NULL);
+    const char *id = rw_docs_utf8(msg, "_id", NULL);
     bool receives = t->reason && strcmp(t->reason, "MaxReceiveCountExceeded") == 0;
     unsigned k = 0;
     for (size_t i = 0; id && i < target->n_forwards; i++) {
@@ -1262,11 +1225,11 @@ static bool build_forwards(const target_t *target, const bson_t *msg, const tran
             for (size_t j = 0; j < sizeof kept / sizeof kept[0]; j++)
                 if (bson_iter_init_find(&it, msg, kept[j]))
                     bson_append_iter(&doc, kept[j], -1, &it);
-            const char *mid = doc_utf8(msg, "message_id", NULL);
+            const char *mid = rw_docs_utf8(msg, "message_id", NULL);
             BSON_APPEND_UTF8(&doc, "message_id", mid ? mid : id);
             /* As SQS does: the dead-letter queue keeps the original
              * SentTimestamp, and its retention counts from it. */
-            int64_t created = doc_date(msg, "created_at", now);
+            int64_t created = rw_docs_date(msg, "created_at", now);
             BSON_APPEND_DATE_TIME(&doc, "created_at", created);
             BSON_APPEND_DATE_TIME(&doc, "expires_at", created + age);
             BSON_APPEND_DATE_TIME(&doc, "visible_at", now);
@@ -1333,7 +1296,7 @@ static bool settle_undeliverable(claim_job_t *job, mongoc_client_t *client, cons
     /* Every delivery that ended was recorded as a failure or given back, so
      * the rest of those counted in attempts vanished with their consumer. */
     int64_t lost = claim->attempts - 1 - claim->failures;
-    if (doc_date(cl->doc, "expires_at", INT64_MAX) <= now) {
+    if (rw_docs_date(cl->doc, "expires_at", INT64_MAX) <= now) {
         t.reason = target->queue ? "RetentionPeriodExceeded" : "EventAgeExceeded";
         snprintf(error, sizeof error,
                  "{\"errorType\":\"Reelway.%s\",\"errorMessage\":\"the %s\"}", t.reason,
@@ -1384,7 +1347,7 @@ static int claim_candidate(claim_job_t *job, mongoc_client_t *client, candidate_
         if (strcmp(head.state, "dead") == 0 || strcmp(head.state, "done") == 0) {
             bson_t *rec =
                 latest_record(client, &c->names, cand->id, &rc, job->why, sizeof job->why);
-            const char *kind = rec ? doc_utf8(rec, "kind", NULL) : NULL;
+            const char *kind = rec ? rw_docs_utf8(rec, "kind", NULL) : NULL;
             if (kind && (strcmp(kind, "dead") == 0 || strcmp(kind, "done") == 0)) {
                 rc = finish_terminal(client, &c->names, cand->id, rec, job->why, sizeof job->why);
                 if (rc == 0) {
@@ -1428,7 +1391,7 @@ static int claim_candidate(claim_job_t *job, mongoc_client_t *client, candidate_
                 transition_t rt;
                 bson_t forward;
                 transition_from_record(&rt, rec, &forward);
-                const char *owner = doc_utf8(rec, "owner", NULL);
+                const char *owner = rw_docs_utf8(rec, "owner", NULL);
                 bool found;
                 rc = write_head(client, &c->names, cand->id, &rt, head.gen, owner ? owner : "",
                                 &found, job->why, sizeof job->why);
@@ -1689,27 +1652,27 @@ static delivery_t *new_delivery(rw_queue_consumer_t *c, claimed_t *cl)
     d->gen = cl->gen;
     d->claim_at = cl->claim_at;
     uint32_t len;
-    d->pub.id = doc_utf8(d->doc, "_id", NULL);
-    d->pub.message_id = doc_utf8(d->doc, "message_id", NULL);
+    d->pub.id = rw_docs_utf8(d->doc, "_id", NULL);
+    d->pub.message_id = rw_docs_utf8(d->doc, "message_id", NULL);
     if (!d->pub.message_id)
         d->pub.message_id = d->pub.id;
     snprintf(d->receipt, sizeof d->receipt, "%s#%" PRId64, d->pub.id, d->gen);
     d->pub.receipt = d->receipt;
-    d->pub.queue = doc_utf8(d->doc, "queue", NULL);
+    d->pub.queue = rw_docs_utf8(d->doc, "queue", NULL);
     d->pub.function = d->target->function;
-    d->pub.payload = doc_utf8(d->doc, "payload", &len);
+    d->pub.payload = rw_docs_utf8(d->doc, "payload", &len);
     d->pub.len = len;
     if (!d->pub.payload)
         d->pub.payload = "";
-    d->pub.attributes = doc_utf8(d->doc, "attributes", NULL);
-    d->pub.trace_id = doc_utf8(d->doc, "trace_id", NULL);
-    d->attempts = doc_int(d->doc, "attempts", 1);
-    d->failures = doc_int(d->doc, "failures", 0);
+    d->pub.attributes = rw_docs_utf8(d->doc, "attributes", NULL);
+    d->pub.trace_id = rw_docs_utf8(d->doc, "trace_id", NULL);
+    d->attempts = rw_docs_int(d->doc, "attempts", 1);
+    d->failures = rw_docs_int(d->doc, "failures", 0);
     d->pub.attempt = (int)d->attempts;
-    d->pub.created_at_ms = doc_date(d->doc, "created_at", 0);
-    d->pub.first_received_ms = doc_date(d->doc, "first_claimed_at", cl->claim_at);
+    d->pub.created_at_ms = rw_docs_date(d->doc, "created_at", 0);
+    d->pub.first_received_ms = rw_docs_date(d->doc, "first_claimed_at", cl->claim_at);
     d->pub.lease_end_ms = cl->lease_end;
-    d->max_attempts = (int)doc_int(d->doc, "max_attempts", DEFAULT_ATTEMPTS);
+    d->max_attempts = (int)rw_docs_int(d->doc, "max_attempts", DEFAULT_ATTEMPTS);
     c->inflight++;
     c->stats.delivered += !c->closing;
     return d;
@@ -2116,7 +2079,7 @@ static void on_sweep_work(uv_work_t *w)
     const bson_t *doc;
     bson_error_t error;
     while (msgs && mongoc_cursor_next(cur, &doc)) {
-        const char *m = doc_utf8(doc, "msg", NULL);
+        const char *m = rw_docs_utf8(doc, "msg", NULL);
         bool seen = !m || strlen(m) > MAX_ID_LEN;
         for (size_t i = 0; i < n_msgs && !seen; i++)
             seen = strcmp(msgs[i], m) == 0;
@@ -2131,7 +2094,7 @@ static void on_sweep_work(uv_work_t *w)
         bson_t *proj = BCON_NEW("projection", "{", "gen", BCON_INT32(1), "}");
         bson_t *msg = find_one(coll, sel, proj, &job->rc, job->why, sizeof job->why);
         bson_t *drop = msg ? BCON_NEW("msg", BCON_UTF8(msgs[i]), "gen", "{", "$lt",
-                                      BCON_INT64(doc_int(msg, "gen", 0)), "}", "at", "{", "$lt",
+                                      BCON_INT64(rw_docs_int(msg, "gen", 0)), "}", "at", "{", "$lt",
                                       BCON_DATE_TIME(epoch_ms() - SWEEP_AGE_MS), "}")
                            : BCON_NEW("msg", BCON_UTF8(msgs[i]));
         if (job->rc == 0 && !mongoc_collection_delete_many(claims, drop, NULL, NULL, &error))

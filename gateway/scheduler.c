@@ -2,6 +2,7 @@
  * the next due time or lease renewal; the job keeps the lease, claims and
  * fires the due times, and finishes the firings a dead holder left. */
 #include "scheduler.h"
+#include "docs.h"
 
 #include "cron.h"
 
@@ -16,7 +17,6 @@
 #include <time.h>
 
 #define SCOPE "scheduler"
-#define WTIMEOUT_MS 10000
 #define RETRY_MS 1000           /* after a database error */
 #define FOLLOWER_MAX_WAIT_MS 60000
 #define RECOVER_AFTER_MS 2000   /* a claim this old whose holder is gone is finished by us */
@@ -97,38 +97,6 @@ static int db_error(const bson_error_t *error, const char *what, char *why, size
     return RW_EDB;
 }
 
-static void append_majority(bson_t *opts)
-{
-    mongoc_write_concern_t *wc = mongoc_write_concern_new();
-    mongoc_write_concern_set_wmajority(wc, WTIMEOUT_MS);
-    mongoc_write_concern_append(wc, opts);
-    mongoc_write_concern_destroy(wc);
-}
-
-static int64_t doc_int(const bson_t *doc, const char *key, int64_t dflt)
-{
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_NUMBER(&it))
-        return bson_iter_as_int64(&it);
-    return dflt;
-}
-
-static int64_t doc_date(const bson_t *doc, const char *key, int64_t dflt)
-{
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_DATE_TIME(&it))
-        return bson_iter_date_time(&it);
-    return dflt;
-}
-
-static const char *doc_utf8(const bson_t *doc, const char *key)
-{
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_UTF8(&it))
-        return bson_iter_utf8(&it, NULL);
-    return NULL;
-}
-
 static mongoc_collection_t *get_coll(rw_scheduler_t *s, mongoc_client_t *client, const char *name)
 {
     const char *db = s->db_name;
@@ -143,7 +111,7 @@ static mongoc_collection_t *get_coll(rw_scheduler_t *s, mongoc_client_t *client,
 static int insert(mongoc_collection_t *coll, const bson_t *doc, char *why, size_t whylen)
 {
     bson_t opts = BSON_INITIALIZER;
-    append_majority(&opts);
+    rw_docs_append_majority(&opts);
     bson_error_t error;
     bool ok = mongoc_collection_insert_one(coll, doc, &opts, NULL, &error);
     bson_destroy(&opts);
@@ -297,9 +265,9 @@ static int keep_lease(job_ctx_t *j)
     bson_destroy(filter);
     if (rc != 0)
         return rc;
-    int64_t n = latest ? doc_int(latest, "n", 0) : 0;
-    int64_t expires = latest ? doc_date(latest, "expires_at", 0) : 0;
-    const char *owner = latest ? doc_utf8(latest, "owner") : NULL;
+    int64_t n = latest ? rw_docs_int(latest, "n", 0) : 0;
+    int64_t expires = latest ? rw_docs_date(latest, "expires_at", 0) : 0;
+    const char *owner = latest ? rw_docs_utf8(latest, "owner", NULL) : NULL;
     bool mine = owner && strcmp(owner, s->owner) == 0;
     if (latest && expires > j->now && !mine) {
         /* Someone else holds it: look again when it would expire. */
@@ -332,7 +300,7 @@ static int set_state(job_ctx_t *j, const char *key, const char *state)
     bson_t *sel = BCON_NEW("_id", BCON_UTF8(key));
     bson_t *update = BCON_NEW("$set", "{", "state", BCON_UTF8(state), "}");
     bson_t opts = BSON_INITIALIZER;
-    append_majority(&opts);
+    rw_docs_append_majority(&opts);
     bson_error_t error;
     bool ok = mongoc_collection_update_one(j->firings, sel, update, &opts, NULL, &error);
     bson_destroy(&opts);
@@ -435,7 +403,7 @@ static int run_schedule(job_ctx_t *j, const sched_t *sc)
         wake_at(s, j->now + 10);
         return rc;
     }
-    int64_t watermark = doc_date(latest, "due", 0) / 1000;
+    int64_t watermark = rw_docs_date(latest, "due", 0) / 1000;
     bson_destroy(latest);
     int64_t due = next_due(sc, watermark);
     if (due < 0)
@@ -519,12 +487,13 @@ static int recover(job_ctx_t *j)
     const bson_t *doc;
     int rc = 0;
     while (rc == 0 && mongoc_cursor_next(cur, &doc)) {
-        const char *key = doc_utf8(doc, "_id"), *name = doc_utf8(doc, "schedule");
-        const char *msg = doc_utf8(doc, "msg"), *state = doc_utf8(doc, "state");
+        const char *key = rw_docs_utf8(doc, "_id", NULL);
+        const char *name = rw_docs_utf8(doc, "schedule", NULL);
+        const char *msg = rw_docs_utf8(doc, "msg", NULL), *state = rw_docs_utf8(doc, "state", NULL);
         const sched_t *sc = name ? find_sched(s, name) : NULL;
         if (!key || !msg || !state || !sc)
             continue; /* a schedule no longer in the template: swept in time */
-        rc = finish_firing(j, sc, doc_date(doc, "due", 0) / 1000, key, msg, state);
+        rc = finish_firing(j, sc, rw_docs_date(doc, "due", 0) / 1000, key, msg, state);
         if (rc == 0) {
             s->job_stats.recovered++;
             s->fired_now++;
@@ -554,7 +523,7 @@ static void sweep(job_ctx_t *j)
         bson_t *latest = find_one(j->firings, filter, opts, &rc, j->why, sizeof j->why);
         if (latest) {
             bson_t *old = BCON_NEW("schedule", BCON_UTF8(s->scheds[i].name), "due", "{", "$lt",
-                                   BCON_DATE_TIME(doc_date(latest, "due", 0)), "}", "at", "{",
+                                   BCON_DATE_TIME(rw_docs_date(latest, "due", 0)), "}", "at", "{",
                                    "$lt", BCON_DATE_TIME(j->now - SWEEP_AGE_MS), "}", "state", "{",
                                    "$in", "[", BCON_UTF8("released"), BCON_UTF8("skipped"), "]",
                                    "}");
