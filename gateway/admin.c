@@ -24,7 +24,7 @@ bool rw__admin_match(const rw_http_req_t *req)
            (req->path_len == n || req->path[n] == '/');
 }
 
-static void respond_json(rw_http_req_t *req, int status, cJSON *o)
+void rw__admin_respond_json(rw_http_req_t *req, int status, struct cJSON *o)
 {
     char *body = o ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
@@ -68,13 +68,13 @@ static void on_admin_done(rw_apikeys_admin_result_t *res, void *arg)
     if (kind == 1) { /* create */
         cJSON *o = record_json(&res->rec);
         cJSON_AddStringToObject(o, "key", res->clear_key);
-        respond_json(req, 201, o);
+        rw__admin_respond_json(req, 201, o);
     } else if (kind == 2) { /* list */
         cJSON *o = cJSON_CreateObject();
         cJSON *items = cJSON_AddArrayToObject(o, "items");
         for (size_t i = 0; i < res->n_recs; i++)
             cJSON_AddItemToArray(items, record_json(&res->recs[i]));
-        respond_json(req, 200, o);
+        rw__admin_respond_json(req, 200, o);
     } else {
         rw_http_respond(req, 204, NULL, 0, NULL, 0);
     }

@@ -69,6 +69,9 @@ void rw__admin(rw_gateway_t *gw, rw_http_req_t *req);
  *  request is answered 403 and false returned. */
 bool rw__admin_authorized(rw_gateway_t *gw, rw_http_req_t *req);
 
+/** Answers with o as JSON (and deletes o); 500 when it cannot be printed. */
+void rw__admin_respond_json(rw_http_req_t *req, int status, struct cJSON *o);
+
 /** The queues' admin API: POST /_/admin/queues/{QueueName}/messages (sqs.c). */
 bool rw__sqs_admin_match(const rw_http_req_t *req);
 void rw__sqs_admin(rw_gateway_t *gw, rw_http_req_t *req);

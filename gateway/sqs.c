@@ -257,18 +257,6 @@ typedef struct send_s {
     char md5[33];
 } send_t;
 
-static void respond_json(rw_http_req_t *req, int status, cJSON *o)
-{
-    char *body = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    rw_http_header_t h = {"Content-Type", 12, "application/json", 16};
-    if (body)
-        rw_http_respond(req, status, &h, 1, body, strlen(body));
-    else
-        rw_http_respond_error(req, 500, "Internal server error", "out of memory", NULL, 0);
-    cJSON_free(body);
-}
-
 static void on_sent(void *arg, int status, const char *id, const char *why)
 {
     send_t *s = arg;
@@ -286,7 +274,7 @@ static void on_sent(void *arg, int status, const char *id, const char *why)
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "MessageId", id);
         cJSON_AddStringToObject(o, "MD5OfMessageBody", s->md5);
-        respond_json(req, 200, o);
+        rw__admin_respond_json(req, 200, o);
     }
     free(s);
 }
