@@ -813,6 +813,11 @@ static env_t *env_spawn(fn_t *f, bool provisioned)
     build_env_var(&vars, &nv, &cap, "PATH", path_env ? path_env : "/usr/local/bin:/usr/bin:/bin");
     if (f->cfg.runtime == RW_FN_PYTHON)
         build_env_var(&vars, &nv, &cap, "PYTHONPATH", f->cfg.code_path);
+    /* libmongoc keeps its counters in a shared-memory file per process, which
+     * only a clean exit removes: every environment killed at a timeout would
+     * leave one in /dev/shm for good. (A template may turn them back on.) */
+    if (!env_has(&f->cfg, "MONGOC_DISABLE_SHM"))
+        build_env_var(&vars, &nv, &cap, "MONGOC_DISABLE_SHM", "1");
     if (m->opts.db_uri && !env_has(&f->cfg, "MONGODB_URI"))
         build_env_var(&vars, &nv, &cap, "MONGODB_URI", m->opts.db_uri);
     for (size_t i = 0; i < f->cfg.n_env; i++) {

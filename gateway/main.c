@@ -64,6 +64,9 @@ static void on_mongoc_log(mongoc_log_level_t level, const char *domain, const ch
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "help";
+    /* Every command: libmongoc's own messages go to stderr through reelway's
+     * filter, never to a command's output. */
+    mongoc_log_set_handler(on_mongoc_log, NULL);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("reelway %s\n", REELWAY_VERSION);
         return 0;
@@ -98,7 +101,6 @@ int main(int argc, char **argv)
         rw_config_t cfg;
         if (rw_config_load(&cfg, argc - 2, argv + 2, stderr) != 0)
             return 2;
-        mongoc_log_set_handler(on_mongoc_log, NULL);
         mongoc_init();
         int status = rw_serve(&cfg);
         mongoc_cleanup();
