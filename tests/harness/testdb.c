@@ -5,6 +5,7 @@
 #include "reelway/error.h"
 
 #include <ftw.h>
+#include <stdbool.h>
 #include <mongoc/mongoc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +18,17 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return remove(path);
 }
 
+static int stop(const char *state);
+
 static int start(const char *state)
 {
     const char *env = getenv("MONGODB_URI");
     FILE *f;
+    /* A state file left here names the database of a run that was interrupted
+     * or is repeated (ctest --repeat starts the fixture again before it stops
+     * it): that database is stopped first, not left behind. */
+    if (access(state, F_OK) == 0 && stop(state) != 0)
+        return 1;
     if (env && *env) {
         char why[256];
         if (rw_db_ping(env, 10000, why, sizeof why) != 0) {
@@ -61,6 +69,24 @@ static int start(const char *state)
     return 0;
 }
 
+/* True when pid is a FerretDB serving from dir (a pid read from an old state
+ * file may since belong to another process). */
+static bool is_our_ferretdb(pid_t pid, const char *dir)
+{
+    char path[64], cmd[8192];
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(cmd, 1, sizeof cmd - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < n; i++)
+        if (cmd[i] == '\0')
+            cmd[i] = ' ';
+    cmd[n] = '\0';
+    return strstr(cmd, "ferretdb") && dir[0] && strstr(cmd, dir);
+}
+
 static int stop(const char *state)
 {
     FILE *f = fopen(state, "r");
@@ -79,7 +105,9 @@ static int stop(const char *state)
     int status = 0;
     if (strncmp(pid, "external", 8) != 0) {
         rw_localdb_t db = {.pid = (pid_t)atoi(pid)};
-        if (rw_localdb_stop(&db, 10000) != 0) {
+        if (!is_our_ferretdb(db.pid, dir))
+            printf("FerretDB pid %d is no longer running\n", (int)db.pid);
+        else if (rw_localdb_stop(&db, 10000) != 0) {
             fprintf(stderr, "FerretDB pid %s did not stop on SIGTERM (killed)\n", pid);
             status = 1;
         }
