@@ -2,17 +2,16 @@
 #include "rw_test.h"
 
 #include <mongoc/mongoc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-const char *rw_test_mongo_uri(void)
+static char mongo_uri[512];
+
+static void read_mongo_uri(void)
 {
-    static char uri[512];
-    const char *env = getenv("MONGODB_URI");
-    if (env && *env)
-        return env;
     const char *state = getenv("RW_TEST_DB_STATE");
     FILE *f = state ? fopen(state, "r") : NULL;
     if (!f) {
@@ -22,14 +21,25 @@ const char *rw_test_mongo_uri(void)
     }
     /* State file: line 1 = pid (or "external"), line 2 = uri, line 3 = dir. */
     char pid[64];
-    if (!fgets(pid, sizeof pid, f) || !fgets(uri, sizeof uri, f)) {
+    if (!fgets(pid, sizeof pid, f) || !fgets(mongo_uri, sizeof mongo_uri, f)) {
         fclose(f);
         fprintf(stderr, "malformed database state file %s\n", state);
         exit(1);
     }
     fclose(f);
-    uri[strcspn(uri, "\r\n")] = '\0';
-    return uri;
+    mongo_uri[strcspn(mongo_uri, "\r\n")] = '\0';
+}
+
+/* Read once: callers keep the pointer and use it from several threads (a
+ * second read rewrote the buffer under a thread connecting with it). */
+const char *rw_test_mongo_uri(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    const char *env = getenv("MONGODB_URI");
+    if (env && *env)
+        return env;
+    pthread_once(&once, read_mongo_uri);
+    return mongo_uri;
 }
 
 void rw_test_db_name(char *buf, size_t len, const char *prefix)
