@@ -1,11 +1,14 @@
 /* Small helpers over MongoDB documents that the gateway's stores share (the
- * queue, the scheduler): typed reads with a default, and the write concern
- * every durable write carries. Private to the gateway. */
+ * queue, the scheduler): typed reads with a default, the write concern every
+ * durable write carries, errors, and reading one document. Private to the gateway. */
 #ifndef REELWAY_GATEWAY_DOCS_H
 #define REELWAY_GATEWAY_DOCS_H
 
+#include "reelway/error.h"
+
 #include <mongoc/mongoc.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define RW_DOCS_WTIMEOUT_MS 10000
 
@@ -47,6 +50,34 @@ static inline int64_t rw_docs_date(const bson_t *doc, const char *key, int64_t d
     if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_DATE_TIME(&it))
         return bson_iter_date_time(&it);
     return dflt;
+}
+
+/* The one adapter from mongoc's errors: RW_EDB, with "what: message" in why. */
+static inline int rw_docs_error(const bson_error_t *error, const char *what, char *why,
+                                size_t whylen)
+{
+    if (why && whylen)
+        snprintf(why, whylen, "%s: %s", what, error->message);
+    return RW_EDB;
+}
+
+/* A copy of the first document found (the caller destroys it), or NULL with
+ * *rc 0 (none) or < 0 (error, said in why under `what`). */
+static inline bson_t *rw_docs_find_one(mongoc_collection_t *coll, const bson_t *filter,
+                                       const bson_t *opts, const char *what, int *rc, char *why,
+                                       size_t whylen)
+{
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+    const bson_t *doc;
+    bson_t *out = NULL;
+    bson_error_t error;
+    *rc = 0;
+    if (mongoc_cursor_next(cur, &doc))
+        out = bson_copy(doc);
+    else if (mongoc_cursor_error(cur, &error))
+        *rc = rw_docs_error(&error, what, why, whylen);
+    mongoc_cursor_destroy(cur);
+    return out;
 }
 
 #endif

@@ -121,13 +121,6 @@ static mongoc_collection_t *get_coll(const names_t *n, mongoc_client_t *client, 
 }
 
 /* The one adapter from mongoc's errors: RW_EDB with the message in why. */
-static int db_error(const bson_error_t *error, const char *what, char *why, size_t whylen)
-{
-    if (why && whylen)
-        snprintf(why, whylen, "%s: %s", what, error->message);
-    return RW_EDB;
-}
-
 /* ---- indexes ----------------------------------------------------------------- */
 
 /* One index per command: FerretDB 1.24 drops the connection (a recovered
@@ -151,7 +144,7 @@ static int create_index(mongoc_database_t *db, const char *coll, const char *nam
     bson_error_t error;
     bool ok = mongoc_database_write_command_with_opts(db, &cmd, NULL, NULL, &error);
     bson_destroy(&cmd);
-    return ok ? 0 : db_error(&error, "cannot create the queue's indexes", why, whylen);
+    return ok ? 0 : rw_docs_error(&error, "cannot create the queue's indexes", why, whylen);
 }
 
 static int create_indexes(mongoc_client_t *client, const names_t *n, char *why, size_t whylen)
@@ -257,7 +250,7 @@ static int insert_msg(mongoc_client_t *client, const names_t *n, const bson_t *d
         snprintf(why, whylen, "a message with this id exists");
         return UV_EEXIST;
     }
-    return db_error(&error, "cannot enqueue", why, whylen);
+    return rw_docs_error(&error, "cannot enqueue", why, whylen);
 }
 
 int rw_queue_enqueue_sync(mongoc_client_t *client, const rw_queue_opts_t *opts,
@@ -310,7 +303,7 @@ int rw_queue_release_held_sync(mongoc_client_t *client, const rw_queue_opts_t *o
     bson_destroy(&opts_doc);
     bson_destroy(update);
     bson_destroy(sel);
-    return ok ? 0 : db_error(&error, "cannot release the held message", why, whylen);
+    return ok ? 0 : rw_docs_error(&error, "cannot release the held message", why, whylen);
 }
 
 void rw_queue_derive_id(const char *id, const char *what, char out[RW_QUEUE_ID_LEN])
@@ -530,22 +523,6 @@ static void head_from_message(head_t *h, const bson_t *msg)
     h->failures = rw_docs_int(msg, "failures", 0);
 }
 
-static bson_t *find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t *opts,
-                        int *rc, char *why, size_t whylen)
-{
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
-    const bson_t *doc;
-    bson_t *out = NULL;
-    bson_error_t error;
-    *rc = 0;
-    if (mongoc_cursor_next(cur, &doc))
-        out = bson_copy(doc);
-    else if (mongoc_cursor_error(cur, &error))
-        *rc = db_error(&error, "cannot read the queue", why, whylen);
-    mongoc_cursor_destroy(cur);
-    return out;
-}
-
 /* The latest transition record of message id, or NULL (none, or *rc < 0). */
 static bson_t *latest_record(mongoc_client_t *client, const names_t *n, const char *id, int *rc,
                              char *why, size_t whylen)
@@ -553,7 +530,7 @@ static bson_t *latest_record(mongoc_client_t *client, const names_t *n, const ch
     mongoc_collection_t *claims = get_coll(n, client, n->claims);
     bson_t *filter = BCON_NEW("msg", BCON_UTF8(id));
     bson_t *opts = BCON_NEW("sort", "{", "gen", BCON_INT32(-1), "}", "limit", BCON_INT64(1));
-    bson_t *rec = find_one(claims, filter, opts, rc, why, whylen);
+    bson_t *rec = rw_docs_find_one(claims, filter, opts, "cannot read the queue", rc, why, whylen);
     bson_destroy(opts);
     bson_destroy(filter);
     mongoc_collection_destroy(claims);
@@ -595,10 +572,11 @@ static int record(mongoc_client_t *client, const names_t *n, const char *id, int
     int rc = 0;
     if (!mongoc_collection_insert_one(claims, &doc, &opts, NULL, &error)) {
         if (error.code != 11000) {
-            rc = db_error(&error, "cannot record a transition", why, whylen);
+            rc = rw_docs_error(&error, "cannot record a transition", why, whylen);
         } else {
             bson_t *filter = BCON_NEW("_id", BCON_UTF8(key));
-            bson_t *theirs = find_one(claims, filter, NULL, &rc, why, whylen);
+            bson_t *theirs = rw_docs_find_one(claims, filter, NULL,
+                                              "cannot read the queue", &rc, why, whylen);
             const char *their_token = theirs ? rw_docs_utf8(theirs, "token", NULL) : NULL;
             if (rc == 0)
                 rc = their_token && strcmp(their_token, token) == 0 ? 0 : UV_EEXIST;
@@ -666,7 +644,7 @@ static int write_head(mongoc_client_t *client, const names_t *n, const char *id,
     bson_destroy(update);
     bson_destroy(sel);
     mongoc_collection_destroy(coll);
-    return ok ? 0 : db_error(&error, "cannot update the message", why, whylen);
+    return ok ? 0 : rw_docs_error(&error, "cannot update the message", why, whylen);
 }
 
 /* Deletes the message, then its records: in this order, so that a record
@@ -684,7 +662,7 @@ static int remove_msg(mongoc_client_t *client, const names_t *n, const char *id,
     bson_t reply;
     mongoc_collection_t *coll = get_coll(n, client, n->coll);
     if (!mongoc_collection_delete_one(coll, sel, &opts, &reply, &error))
-        rc = db_error(&error, "cannot delete the message", why, whylen);
+        rc = rw_docs_error(&error, "cannot delete the message", why, whylen);
     if (found)
         *found = rc == 0 && rw_docs_int(&reply, "deletedCount", 0) > 0;
     bson_destroy(&reply);
@@ -692,7 +670,7 @@ static int remove_msg(mongoc_client_t *client, const names_t *n, const char *id,
     if (rc == 0) {
         mongoc_collection_t *claims = get_coll(n, client, n->claims);
         if (!mongoc_collection_delete_many(claims, by_msg, &opts, NULL, &error))
-            rc = db_error(&error, "cannot delete the message's records", why, whylen);
+            rc = rw_docs_error(&error, "cannot delete the message's records", why, whylen);
         mongoc_collection_destroy(claims);
     }
     bson_destroy(&opts);
@@ -726,7 +704,7 @@ static int insert_forwards(mongoc_client_t *client, const names_t *n, const bson
         bson_error_t error;
         if (bson_init_static(&msg, data, len) &&
             !mongoc_collection_insert_one(coll, &msg, &opts, NULL, &error) && error.code != 11000)
-            rc = db_error(&error, "cannot forward the dead message", why, whylen);
+            rc = rw_docs_error(&error, "cannot forward the dead message", why, whylen);
     }
     bson_destroy(&opts);
     mongoc_collection_destroy(coll);
@@ -745,7 +723,7 @@ static int move_dead(mongoc_client_t *client, const names_t *n, const char *id,
     int rc;
     mongoc_collection_t *coll = get_coll(n, client, n->coll);
     bson_t *sel = BCON_NEW("_id", BCON_UTF8(id));
-    bson_t *msg = find_one(coll, sel, NULL, &rc, why, whylen);
+    bson_t *msg = rw_docs_find_one(coll, sel, NULL, "cannot read the queue", &rc, why, whylen);
     mongoc_collection_destroy(coll);
     if (rc != 0 || !msg) {
         bson_destroy(sel);
@@ -779,7 +757,7 @@ static int move_dead(mongoc_client_t *client, const names_t *n, const char *id,
         error.code == 11000)
         rc = insert_forwards(client, n, t->forward, why, whylen);
     else
-        rc = db_error(&error, "cannot write the dead letter", why, whylen);
+        rc = rw_docs_error(&error, "cannot write the dead letter", why, whylen);
     if (rc == 0)
         rc = remove_msg(client, n, id, NULL, why, whylen);
     mongoc_collection_destroy(dead);
@@ -1048,7 +1026,7 @@ static int find_candidates(claim_job_t *job, mongoc_collection_t *coll, int64_t 
     bson_error_t error;
     int rc = 0;
     if (mongoc_cursor_error(cur, &error))
-        rc = db_error(&error, "cannot look for messages", job->why, sizeof job->why);
+        rc = rw_docs_error(&error, "cannot look for messages", job->why, sizeof job->why);
     mongoc_cursor_destroy(cur);
     bson_destroy(opts);
     bson_destroy(&filter);
@@ -1084,7 +1062,7 @@ static bson_t *take_message(claim_job_t *job, mongoc_client_t *client, const cha
             doc = bson_new_from_data(data, len);
         }
     } else {
-        *rc = db_error(&error, "cannot claim a message", job->why, sizeof job->why);
+        *rc = rw_docs_error(&error, "cannot claim a message", job->why, sizeof job->why);
     }
     bson_destroy(&reply);
     bson_destroy(&extra);
@@ -2087,18 +2065,20 @@ static void on_sweep_work(uv_work_t *w)
             snprintf(msgs[n_msgs++], sizeof msgs[0], "%s", m);
     }
     if (mongoc_cursor_error(cur, &error))
-        job->rc = db_error(&error, "cannot sweep old records", job->why, sizeof job->why);
+        job->rc = rw_docs_error(&error, "cannot sweep old records", job->why, sizeof job->why);
     mongoc_cursor_destroy(cur);
     for (size_t i = 0; i < n_msgs && job->rc == 0; i++) {
         bson_t *sel = BCON_NEW("_id", BCON_UTF8(msgs[i]));
         bson_t *proj = BCON_NEW("projection", "{", "gen", BCON_INT32(1), "}");
-        bson_t *msg = find_one(coll, sel, proj, &job->rc, job->why, sizeof job->why);
+        bson_t *msg = rw_docs_find_one(coll, sel, proj,
+                                       "cannot read the queue",
+                                       &job->rc, job->why, sizeof job->why);
         bson_t *drop = msg ? BCON_NEW("msg", BCON_UTF8(msgs[i]), "gen", "{", "$lt",
                                       BCON_INT64(rw_docs_int(msg, "gen", 0)), "}", "at", "{", "$lt",
                                       BCON_DATE_TIME(epoch_ms() - SWEEP_AGE_MS), "}")
                            : BCON_NEW("msg", BCON_UTF8(msgs[i]));
         if (job->rc == 0 && !mongoc_collection_delete_many(claims, drop, NULL, NULL, &error))
-            job->rc = db_error(&error, "cannot sweep old records", job->why, sizeof job->why);
+            job->rc = rw_docs_error(&error, "cannot sweep old records", job->why, sizeof job->why);
         bson_destroy(drop);
         bson_destroy(msg);
         bson_destroy(proj);

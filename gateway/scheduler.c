@@ -91,12 +91,6 @@ static void make_uuid(char out[RW_QUEUE_ID_LEN])
              b[15]);
 }
 
-static int db_error(const bson_error_t *error, const char *what, char *why, size_t whylen)
-{
-    snprintf(why, whylen, "%s: %s", what, error->message);
-    return RW_EDB;
-}
-
 static mongoc_collection_t *get_coll(rw_scheduler_t *s, mongoc_client_t *client, const char *name)
 {
     const char *db = s->db_name;
@@ -119,23 +113,7 @@ static int insert(mongoc_collection_t *coll, const bson_t *doc, char *why, size_
         return 0;
     if (error.code == 11000)
         return UV_EEXIST;
-    return db_error(&error, "cannot write", why, whylen);
-}
-
-static bson_t *find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t *opts,
-                        int *rc, char *why, size_t whylen)
-{
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
-    const bson_t *doc;
-    bson_t *out = NULL;
-    bson_error_t error;
-    *rc = 0;
-    if (mongoc_cursor_next(cur, &doc))
-        out = bson_copy(doc);
-    else if (mongoc_cursor_error(cur, &error))
-        *rc = db_error(&error, "cannot read", why, whylen);
-    mongoc_cursor_destroy(cur);
-    return out;
+    return rw_docs_error(&error, "cannot write", why, whylen);
 }
 
 /* ---- due times ------------------------------------------------------------------- */
@@ -210,7 +188,7 @@ static int create_index(mongoc_client_t *client, rw_scheduler_t *s, const char *
     bson_destroy(&cmd);
     bson_destroy(keys);
     mongoc_collection_destroy(c);
-    return ok ? 0 : db_error(&error, "cannot create the scheduler's indexes", why, whylen);
+    return ok ? 0 : rw_docs_error(&error, "cannot create the scheduler's indexes", why, whylen);
 }
 
 /* Inserts lease link n for us, lasting `until`. 0: ours; UV_EEXIST: taken. */
@@ -260,7 +238,8 @@ static int keep_lease(job_ctx_t *j)
     bson_t *filter = BCON_NEW("scope", BCON_UTF8(SCOPE));
     bson_t *opts = BCON_NEW("sort", "{", "n", BCON_INT32(-1), "}", "limit", BCON_INT64(1));
     int rc;
-    bson_t *latest = find_one(j->leases, filter, opts, &rc, j->why, sizeof j->why);
+    bson_t *latest = rw_docs_find_one(j->leases, filter, opts,
+                                      "cannot read", &rc, j->why, sizeof j->why);
     bson_destroy(opts);
     bson_destroy(filter);
     if (rc != 0)
@@ -306,7 +285,7 @@ static int set_state(job_ctx_t *j, const char *key, const char *state)
     bson_destroy(&opts);
     bson_destroy(update);
     bson_destroy(sel);
-    return ok ? 0 : db_error(&error, "cannot record a firing", j->why, sizeof j->why);
+    return ok ? 0 : rw_docs_error(&error, "cannot record a firing", j->why, sizeof j->why);
 }
 
 /* Carries a claimed firing through: enqueue held, mark, release, mark (see
@@ -392,7 +371,8 @@ static int run_schedule(job_ctx_t *j, const sched_t *sc)
     bson_t *opts = BCON_NEW("sort", "{", "due", BCON_INT32(-1), "}", "limit", BCON_INT64(1),
                             "projection", "{", "due", BCON_INT32(1), "}");
     int rc;
-    bson_t *latest = find_one(j->firings, filter, opts, &rc, j->why, sizeof j->why);
+    bson_t *latest = rw_docs_find_one(j->firings, filter, opts,
+                                      "cannot read", &rc, j->why, sizeof j->why);
     bson_destroy(opts);
     bson_destroy(filter);
     if (rc != 0)
@@ -503,7 +483,7 @@ static int recover(job_ctx_t *j)
     }
     bson_error_t error;
     if (rc == 0 && mongoc_cursor_error(cur, &error))
-        rc = db_error(&error, "cannot look for unfinished firings", j->why, sizeof j->why);
+        rc = rw_docs_error(&error, "cannot look for unfinished firings", j->why, sizeof j->why);
     mongoc_cursor_destroy(cur);
     bson_destroy(opts);
     bson_destroy(filter);
@@ -520,7 +500,8 @@ static void sweep(job_ctx_t *j)
         bson_t *filter = BCON_NEW("schedule", BCON_UTF8(s->scheds[i].name));
         bson_t *opts = BCON_NEW("sort", "{", "due", BCON_INT32(-1), "}", "limit", BCON_INT64(1));
         int rc;
-        bson_t *latest = find_one(j->firings, filter, opts, &rc, j->why, sizeof j->why);
+        bson_t *latest = rw_docs_find_one(j->firings, filter, opts,
+                                          "cannot read", &rc, j->why, sizeof j->why);
         if (latest) {
             bson_t *old = BCON_NEW("schedule", BCON_UTF8(s->scheds[i].name), "due", "{", "$lt",
                                    BCON_DATE_TIME(rw_docs_date(latest, "due", 0)), "}", "at", "{",
