@@ -3,6 +3,7 @@
 #include "rw_http_client.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -594,6 +595,33 @@ int rw_test_tmpdir(char *buf, size_t len, const char *prefix)
     const char *tmp = getenv("TMPDIR");
     snprintf(buf, len, "%s/%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", prefix);
     return mkdtemp(buf) ? 0 : -1;
+}
+
+int rw_test_function_logs(const char *data_dir, const char *fn, char *buf, size_t cap)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/logs/%s", data_dir, fn);
+    buf[0] = '\0';
+    size_t len = 0;
+    int files = 0;
+    DIR *d = opendir(dir);
+    struct dirent *ent;
+    while (d && (ent = readdir(d))) {
+        if (ent->d_name[0] == '.')
+            continue;
+        files++;
+        char path[2048];
+        snprintf(path, sizeof path, "%s/%s", dir, ent->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        len += fread(buf + len, 1, cap - 1 - len, f);
+        buf[len] = '\0';
+        fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return files;
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)

@@ -101,6 +101,13 @@ const char *rw_test_reelway_bin(void);
 /** Makes a fresh temporary directory (under $TMPDIR or /tmp); returns 0 or -1. */
 int rw_test_tmpdir(char *buf, size_t len, const char *prefix);
 
+/**
+ * Every log file of function fn under reelway's data_dir (one per environment:
+ * the files in data_dir/logs/fn), concatenated into buf (NUL-terminated, cut at cap).
+ * Returns how many files there are.
+ */
+int rw_test_function_logs(const char *data_dir, const char *fn, char *buf, size_t cap);
+
 /** Removes a directory tree (best effort). */
 void rw_test_rmtree(const char *path);
 

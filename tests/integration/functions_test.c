@@ -226,42 +226,13 @@ static const char *str_at(const cJSON *o, const char *key)
 
 /* ---- function logs ------------------------------------------------------------------- */
 
-/* Every log file of a function (one per environment), concatenated; returns
- * how many there are. */
-static int function_logs(const server_t *s, const char *fn, char *buf, size_t cap)
-{
-    char dir[700];
-    snprintf(dir, sizeof dir, "%s/logs/%s", s->dir, fn);
-    buf[0] = '\0';
-    size_t len = 0;
-    int files = 0;
-    DIR *d = opendir(dir);
-    struct dirent *ent;
-    while (d && (ent = readdir(d))) {
-        if (ent->d_name[0] == '.')
-            continue;
-        files++;
-        char path[1024];
-        snprintf(path, sizeof path, "%s/%s", dir, ent->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        len += fread(buf + len, 1, cap - 1 - len, f);
-        buf[len] = '\0';
-        fclose(f);
-    }
-    if (d)
-        closedir(d);
-    return files;
-}
-
 static char logbuf[1 << 20];
 
 /* Waits (bounded) until a function's logs contain needle; returns them. */
 static const char *wait_log(const server_t *s, const char *fn, const char *needle)
 {
     for (long deadline = now_ms() + 20000; now_ms() < deadline; rw_test_sleep_ms(20)) {
-        function_logs(s, fn, logbuf, sizeof logbuf);
+        rw_test_function_logs(s->dir, fn, logbuf, sizeof logbuf);
         if (strstr(logbuf, needle))
             return logbuf;
     }
@@ -400,7 +371,7 @@ static void provisioned_environment_is_warm_before_the_first_call(void **state)
 {
     pid_t pid = the_env(&MAIN, "Provisioned");
     wait_log(&MAIN, "Provisioned", "INFO\tinit done");
-    function_logs(&MAIN, "Provisioned", logbuf, sizeof logbuf);
+    rw_test_function_logs(MAIN.dir, "Provisioned", logbuf, sizeof logbuf);
     assert_null(strstr(logbuf, "START RequestId"));
 
     rw_test_response_t r;
@@ -674,7 +645,7 @@ static void crash_is_502_and_replaces_the_environment(void **state)
     expect_message(&MAIN, "/crash", 502, "Internal server error");
     int files = 0;
     for (long deadline = now_ms() + 10000; now_ms() < deadline && files < 2; rw_test_sleep_ms(20))
-        files = function_logs(&MAIN, "Crash", logbuf, sizeof logbuf);
+        files = rw_test_function_logs(MAIN.dir, "Crash", logbuf, sizeof logbuf);
     assert_int_equal(files, 2);
     cJSON *j = get(&MAIN, "/sleep?ms=1", 200);
     cJSON_Delete(j);
@@ -686,7 +657,7 @@ static void init_error_is_502_and_logged(void **state)
     wait_log(&MAIN, "InitFails",
              "\tERROR\tInit Error\tSample.InitFailed: the init-fail handler never starts");
     wait_log(&MAIN, "InitFails", "\tPhase: init\tStatus: error\tError Type: Sample.InitFailed");
-    function_logs(&MAIN, "InitFails", logbuf, sizeof logbuf);
+    rw_test_function_logs(MAIN.dir, "InitFails", logbuf, sizeof logbuf);
     assert_null(strstr(logbuf, "START RequestId"));
 }
 
@@ -725,7 +696,7 @@ static void warm_environment_is_reused(void **state)
         rw_test_response_free(&r);
     }
     assert_int_equal(the_env(&MAIN, "Counter"), pid);
-    assert_int_equal(function_logs(&MAIN, "Counter", logbuf, sizeof logbuf), 1);
+    assert_int_equal(rw_test_function_logs(MAIN.dir, "Counter", logbuf, sizeof logbuf), 1);
     /* Only the first REPORT has an Init Duration: the others were warm. */
     const char *logs = wait_log(&MAIN, "Counter", "REPORT RequestId");
     int reports = 0, with_init = 0;
@@ -893,7 +864,7 @@ static void reserved_concurrency_zero_always_throttles(void **state)
     /* It never ran: no environment, no log. */
     pid_t pids[2];
     assert_int_equal(env_pids(&MAIN, "Disabled", pids, 2), 0);
-    assert_int_equal(function_logs(&MAIN, "Disabled", logbuf, sizeof logbuf), 0);
+    assert_int_equal(rw_test_function_logs(MAIN.dir, "Disabled", logbuf, sizeof logbuf), 0);
 }
 
 /* ReservedConcurrentExecutions: 1 on a server with two workers: while one
@@ -945,7 +916,7 @@ static void idle_environments_are_reaped(void **state)
     rw_test_response_free(&r);
     assert_true(wait_gone(first, 20000));
     /* Stopped, not crashed: SIGTERM and a clean exit, no error in the log. */
-    function_logs(s, "Counter", logbuf, sizeof logbuf);
+    rw_test_function_logs(s->dir, "Counter", logbuf, sizeof logbuf);
     assert_null(strstr(logbuf, "Runtime.ExitError"));
 
     j = call(s, "GET", "/counter", NULL, 200, &r);
@@ -957,7 +928,7 @@ static void idle_environments_are_reaped(void **state)
     /* Two environments, two log streams, and both calls were cold starts. */
     int files = 0, cold = 0;
     for (long deadline = now_ms() + 20000; now_ms() < deadline && cold < 2; rw_test_sleep_ms(20)) {
-        files = function_logs(s, "Counter", logbuf, sizeof logbuf);
+        files = rw_test_function_logs(s->dir, "Counter", logbuf, sizeof logbuf);
         cold = 0;
         for (const char *p = logbuf; (p = strstr(p, "\tInit Duration: ")); p++)
             cold++;

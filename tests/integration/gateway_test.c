@@ -334,31 +334,6 @@ static void body_over_api_gateway_limit_is_413(void **state)
     free(big);
 }
 
-/* Every log file of a function, concatenated into buf. */
-static void function_logs(const char *fn, char *buf, size_t cap)
-{
-    char dir[700];
-    snprintf(dir, sizeof dir, "%s/logs/%s", S.dir, fn);
-    buf[0] = '\0';
-    size_t len = 0;
-    DIR *d = opendir(dir);
-    struct dirent *ent;
-    while (d && (ent = readdir(d))) {
-        if (ent->d_name[0] == '.')
-            continue;
-        char path[1024];
-        snprintf(path, sizeof path, "%s/%s", dir, ent->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        len += fread(buf + len, 1, cap - 1 - len, f);
-        buf[len] = '\0';
-        fclose(f);
-    }
-    if (d)
-        closedir(d);
-}
-
 /* Python's awslambdaric and Node's aws-lambda-ric, as published, unchanged. */
 static void real_runtime_clients(void **state)
 {
@@ -412,7 +387,7 @@ static void real_runtime_clients(void **state)
         static char logs[65536];
         bool seen = false;
         for (int tries = 0; tries < 100 && !seen; tries++) {
-            function_logs(fn[k], logs, sizeof logs);
+            rw_test_function_logs(S.dir, fn[k], logs, sizeof logs);
             seen = strstr(logs, what[k]) != NULL;
             if (!seen)
                 rw_test_sleep_ms(20);

@@ -345,31 +345,6 @@ static int64_t claim_num(const rw_jwt_t *jwt, const char *name)
     return (int64_t)v->valuedouble;
 }
 
-/* Every log line of a function, concatenated into buf. */
-static void function_logs(const char *fn, char *buf, size_t cap)
-{
-    char dir[700];
-    snprintf(dir, sizeof dir, "%s/logs/%s", S.dir, fn);
-    buf[0] = '\0';
-    size_t len = 0;
-    DIR *d = opendir(dir);
-    struct dirent *ent;
-    while (d && (ent = readdir(d))) {
-        if (ent->d_name[0] == '.')
-            continue;
-        char path[1024];
-        snprintf(path, sizeof path, "%s/%s", dir, ent->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        len += fread(buf + len, 1, cap - 1 - len, f);
-        buf[len] = '\0';
-        fclose(f);
-    }
-    if (d)
-        closedir(d);
-}
-
 /* ---- sign-up --------------------------------------------------------------------------- */
 
 static void signup_field_errors(void **state)
@@ -801,7 +776,7 @@ static bool me_logged(const char *text)
 {
     static char logs[262144];
     for (int tries = 0; tries < 100; tries++) {
-        function_logs("Me", logs, sizeof logs);
+        rw_test_function_logs(S.dir, "Me", logs, sizeof logs);
         if (strstr(logs, text))
             return true;
         rw_test_sleep_ms(20);
@@ -1261,7 +1236,7 @@ static void master_key_modes(void **state)
     static char logs[65536];
     bool seen = false;
     for (int tries = 0; tries < 100 && !seen; tries++) {
-        function_logs("NoKey", logs, sizeof logs);
+        rw_test_function_logs(S.dir, "NoKey", logs, sizeof logs);
         seen = strstr(logs, "USERPOOL_MASTER_KEY is not set") != NULL;
         if (!seen)
             rw_test_sleep_ms(20);
@@ -1283,7 +1258,7 @@ static void master_key_modes(void **state)
     secret[strcspn(secret, "\n")] = '\0';
     assert_true(strlen(secret) >= 32);
     assert_keys_sealed(S.dev_db, secret, "/dev/.well-known/jwks.json");
-    function_logs("Dev", logs, sizeof logs);
+    rw_test_function_logs(S.dir, "Dev", logs, sizeof logs);
     assert_non_null(strstr(logs, "development mode"));
 }
 
